@@ -1,0 +1,70 @@
+"""Dataset names -> readers, relative to the data directory.
+
+``load_dataset("ml-100k")`` reads ``<data_dir>/ml-100k``; IR-Benchmark names read
+``<data_dir>/ir-benchmark/{iid,ood}/<name>/proc.zip`` straight from the zip.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from prefrec.data.datadir import data_dir as resolve_data_dir
+from prefrec.data.interactions import Dataset
+from prefrec.errors import DataError
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    description: str
+    load: Callable[[Path], Dataset]
+
+
+def _irbench(kind: str, name: str) -> DatasetSpec:
+    def load(root: Path) -> Dataset:
+        from prefrec.data.readers import read_irbench_zip
+
+        return read_irbench_zip(root / "ir-benchmark" / kind / name / "proc.zip", name=name)
+
+    return DatasetSpec(f"IR-Benchmark {kind.upper()} split ({name}), train/test, implicit", load)
+
+
+def _ml100k(root: Path) -> Dataset:
+    from prefrec.data.readers import read_ml100k
+
+    return read_ml100k(root / "ml-100k")
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "ml-100k": DatasetSpec("MovieLens-100K raw (ratings, timestamps, titles, genres)", _ml100k),
+}
+for _n in ("amazon2014-beauty", "amazon2014-electronic", "amazon2014-health", "gowalla", "movielens-100k",
+           "movielens-1m"):
+    DATASETS[_n] = _irbench("iid", _n)
+for _n in ("amazon2014-electronic-popularity", "gowalla-popularity", "movielens-1m-temporal"):
+    DATASETS[_n] = _irbench("ood", _n)
+
+
+def register_dataset(name: str, spec: DatasetSpec) -> None:
+    """Add a named dataset (used by readers defined elsewhere)."""
+    DATASETS[name] = spec
+
+
+def load_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
+    """Load a dataset by registered name, or by path to a supported file (see readers)."""
+    if name in DATASETS:
+        return DATASETS[name].load(resolve_data_dir(data_dir))
+    p = Path(name)
+    if p.exists():
+        from prefrec.data import readers
+
+        loader = getattr(readers, "read_path", None)
+        if loader is not None:
+            return loader(p)
+    close = difflib.get_close_matches(name, DATASETS.keys(), n=1)
+    raise DataError(f"unknown dataset {name!r}", where="dataset",
+                    fix=(f"did you mean {close[0]!r}? " if close else "")
+                    + "see `prefrec data list` for names, or pass a path to a CSV/Parquet/JSON file")
+

@@ -1,0 +1,207 @@
+"""Every loss in prefrec: one preferred item against K negatives.
+
+All functions are pure and share one signature::
+
+    loss(pos: (B,), neg: (B, K), mask: (B, K) bool | None, **hyper) -> (B,)
+
+``pos`` / ``neg`` are scores of the preferred item and of the negatives for the same row:
+dot products or cosines of embeddings (MF, LightGCN, SASRec) or implicit LM rewards
+``beta * (log pi(y|x) - log pi_ref(y|x))``. ``mask`` marks valid negatives (False entries are
+ignored, so rows may have different numbers of negatives). A loss never knows its backbone:
+"PSL over LM rewards" and "S-DPO over MF scores" are both one config line.
+
+Everything is computed in log space with ``logsumexp`` so large |score| / small temperatures
+never overflow.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Literal
+
+import torch
+import torch.nn.functional as F
+
+from prefrec.errors import ConfigError
+
+Tensor = torch.Tensor
+LossFn = Callable[..., Tensor]
+
+__all__ = ["bpr", "softmax_loss", "psl", "bsl", "dpo", "sdpo", "napo_margin", "recpo_margin",
+           "LOSS_NAMES", "make_loss", "reduce_rows"]
+
+
+def _masked(x: Tensor, mask: Tensor | None, fill: float) -> Tensor:
+    if mask is None:
+        return x
+    return x.masked_fill(~mask.bool(), fill)
+
+
+def _diff(pos: Tensor, neg: Tensor) -> Tensor:
+    if neg.dim() == 1:
+        neg = neg.unsqueeze(1)
+    if pos.dim() != 1 or neg.dim() != 2 or neg.shape[0] != pos.shape[0]:
+        raise ValueError(f"expected pos (B,) and neg (B, K); got {tuple(pos.shape)} and {tuple(neg.shape)}")
+    return neg - pos.unsqueeze(1)
+
+
+def bpr(pos: Tensor, neg: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Bayesian Personalized Ranking (Rendle et al., UAI 2009, Eq. 7), averaged over negatives:
+    ``mean_j softplus(s_j - s_pos) = mean_j -log sigma(s_pos - s_j)``."""
+    d = _diff(pos, neg)
+    sp = F.softplus(d)
+    if mask is None:
+        return sp.mean(dim=1)
+    m = mask.to(sp.dtype)
+    return (sp * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
+def softmax_loss(pos: Tensor, neg: Tensor, mask: Tensor | None = None, *, tau: float = 0.1,
+                 include_positive: bool = False) -> Tensor:
+    """Sampled Softmax Loss (SL).
+
+    ``include_positive=False`` (IR-Benchmark code form): ``logsumexp_j((s_j - s_pos)/tau)``.
+    ``include_positive=True`` (PSL paper Eq. 2.4 form, positive also in the denominator):
+    ``logsumexp([0, (s_j - s_pos)/tau]) = -log softmax(s_pos/tau)``. The two differ by the
+    positive's own term only; both are offered because the papers and the code disagree.
+    """
+    d = _masked(_diff(pos, neg) / tau, mask, -math.inf)
+    if include_positive:
+        d = torch.cat([torch.zeros_like(d[:, :1]), d], dim=1)
+    return torch.logsumexp(d, dim=1)
+
+
+_ACTIVATIONS = ("tanh", "atan", "relu", "exp")
+
+
+def _log_activation(d: Tensor, activation: str) -> Tensor:
+    """log sigma(d) for PSL's surrogate activations (PSL paper Sec. 4, Lemma 4.1)."""
+    tiny = torch.finfo(d.dtype).tiny
+    if activation == "tanh":
+        # tanh(d)+1 = 2*sigmoid(2d): log form is exact and stable for any d.
+        return math.log(2.0) + F.logsigmoid(2.0 * d)
+    if activation == "atan":
+        return torch.log(torch.clamp(torch.atan(d) + 1.0, min=tiny))
+    if activation == "relu":
+        # log ReLU(d+1) is -inf at d <= -1; a floor at the float's smallest positive value keeps
+        # rows finite and only changes terms whose true value is exp(-inf) = 0.
+        return torch.log(torch.clamp(d + 1.0, min=tiny))
+    if activation == "exp":
+        return d
+    raise ConfigError(f"unknown PSL activation {activation!r}", fix=f"use one of {', '.join(_ACTIVATIONS)}")
+
+
+def psl(pos: Tensor, neg: Tensor, mask: Tensor | None = None, *, tau: float = 0.1,
+        activation: Literal["tanh", "atan", "relu", "exp"] = "tanh") -> Tensor:
+    """Pairwise Softmax Loss (Yang et al., NeurIPS 2024, Eq. 4.1):
+    ``log sum_j act(d_j)^(1/tau) = logsumexp_j(log act(d_j) / tau)``, ``d_j = s_j - s_pos``.
+
+    Scores are expected on the paper's ``cos/2`` scale so that ``d`` lies in [-1, 1]; the CF
+    trainer does that scaling. The temperature sits outside the activation (the paper's form;
+    the "inside" form is much worse, Table C.6). ``activation='exp'`` gives SL at temperature
+    ``tau`` on the same scale, i.e. code-SL with ``tau_code = 2*tau`` on raw cosines.
+    """
+    d = _diff(pos, neg)
+    z = _masked(_log_activation(d, activation) / tau, mask, -math.inf)
+    return torch.logsumexp(z, dim=1)
+
+
+def bsl(pos: Tensor, neg: Tensor, mask: Tensor | None = None, *, tau1: float = 0.1,
+        tau2: float = 0.1) -> Tensor:
+    """Bilateral Softmax Loss (Wu et al., ICDE 2024):
+    ``-s_pos/tau1 + (tau2/tau1) * logsumexp_j(s_j/tau2)``. Equal temperatures give SL."""
+    if neg.dim() == 1:
+        neg = neg.unsqueeze(1)
+    z = _masked(neg / tau2, mask, -math.inf)
+    return -pos / tau1 + (tau2 / tau1) * torch.logsumexp(z, dim=1)
+
+
+def sdpo(pos: Tensor, neg: Tensor, mask: Tensor | None = None, *, margin: Tensor | None = None,
+         gamma: Tensor | float = 0.0) -> Tensor:
+    """Softmax-DPO (Chen et al., NeurIPS 2024, Eq. 11) over implicit rewards, stable form:
+    ``softplus(logsumexp_j(r_j - r_w + m_j) + gamma)`` = ``-log sigma(-log sum_j exp(r_j - r_w + m_j) - gamma)``.
+
+    ``pos``/``neg`` are rewards already scaled by beta. ``margin`` (B, K) is RecPO's per-negative
+    margin inside the softmax; ``gamma`` (scalar or (B,)) is NAPO's reward margin outside it.
+    With K = 1 and no margins this is DPO. At initialisation (all rewards 0) it equals log(1+K).
+    """
+    d = _diff(pos, neg)
+    if margin is not None:
+        d = d + margin
+    z = _masked(d, mask, -math.inf)
+    return F.softplus(torch.logsumexp(z, dim=1) + gamma)
+
+
+def dpo(pos: Tensor, neg: Tensor, mask: Tensor | None = None) -> Tensor:
+    """DPO (Rafailov et al., NeurIPS 2023, Eq. 7): ``softplus(r_l - r_w) = -log sigma(r_w - r_l)``, K = 1."""
+    d = _diff(pos, neg)
+    if d.shape[1] != 1:
+        raise ValueError(f"dpo takes exactly one negative per row, got {d.shape[1]}; use sdpo for K > 1")
+    return F.softplus(d[:, 0])
+
+
+def napo_margin(confidence: Tensor, running_mean: Tensor | float, *, gamma0: float = 1.0,
+                alpha: float = 0.3) -> Tensor:
+    """NAPO dynamic reward margin ``gamma_t = gamma0 * (1 - alpha * (M_b - Mbar))``.
+
+    ``confidence`` is the batch's mean sequential-model score of its negatives (M_b): negatives
+    scored higher than usual are more likely false negatives and get a smaller margin.
+    """
+    return gamma0 * (1.0 - alpha * (confidence - running_mean))
+
+
+def recpo_margin(score_pos: Tensor, score_neg: Tensor, *, lam: float = 1.0,
+                 mode: Literal["ratio", "log"] = "ratio") -> Tensor:
+    """RecPO margin per negative from preference scores ``s = rating / (1 + step)^decay``:
+    ratio: ``lam * s_w / s_j``; log: ``lam * log(1 + s_w - s_j)`` (clamped at 0 inside the log's domain)."""
+    sw = score_pos.unsqueeze(1)
+    if mode == "ratio":
+        return lam * sw / score_neg.clamp_min(1e-8)
+    if mode == "log":
+        return lam * torch.log1p((sw - score_neg).clamp_min(-1 + 1e-6))
+    raise ConfigError(f"unknown RecPO margin mode {mode!r}", fix="use 'ratio' or 'log'")
+
+
+LOSS_NAMES = ("bpr", "sl", "sl_paper", "psl", "bsl", "dpo", "sdpo")
+
+
+def make_loss(name: str, **hyper) -> LossFn:
+    """A loss by config name with its hyperparameters bound; validates names and temperatures.
+
+    Names: ``bpr``, ``sl`` (code form, no positive in denominator), ``sl_paper`` (positive in
+    the denominator), ``psl`` (``tau``, ``activation``), ``bsl`` (``tau1``, ``tau2``), ``dpo``, ``sdpo``.
+    """
+    import difflib
+
+    for key in ("tau", "tau1", "tau2"):
+        if key in hyper and hyper[key] is not None and not hyper[key] > 0:
+            raise ConfigError(f"temperature {key}={hyper[key]} must be > 0", where=f"loss {name!r}",
+                              fix="use a small positive value such as 0.05")
+    if name == "bpr":
+        return lambda p, n, m=None: bpr(p, n, m)
+    if name in ("sl", "sl_paper"):
+        tau = hyper.get("tau", 0.1)
+        inc = name == "sl_paper"
+        return lambda p, n, m=None: softmax_loss(p, n, m, tau=tau, include_positive=inc)
+    if name == "psl":
+        tau, act = hyper.get("tau", 0.1), hyper.get("activation", "tanh")
+        if act not in _ACTIVATIONS:
+            close = difflib.get_close_matches(str(act), _ACTIVATIONS, n=1)
+            raise ConfigError(f"unknown PSL activation {act!r}", where="loss.activation",
+                              fix=f"use one of {', '.join(_ACTIVATIONS)}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        return lambda p, n, m=None: psl(p, n, m, tau=tau, activation=act)
+    if name == "bsl":
+        t1, t2 = hyper.get("tau1", 0.1), hyper.get("tau2", 0.1)
+        return lambda p, n, m=None: bsl(p, n, m, tau1=t1, tau2=t2)
+    if name == "dpo":
+        return lambda p, n, m=None: dpo(p, n, m)
+    if name == "sdpo":
+        return lambda p, n, m=None: sdpo(p, n, m)
+    close = difflib.get_close_matches(str(name), LOSS_NAMES, n=1)
+    raise ConfigError(f"unknown loss {name!r}", where="loss.name",
+                      fix=f"use one of {', '.join(LOSS_NAMES)}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+
+
+def reduce_rows(per_row: Tensor) -> Tensor:
+    """Mean over rows; the one reduction every trainer uses (users weighted by interactions)."""
+    return per_row.mean()
