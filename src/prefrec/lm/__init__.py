@@ -1,0 +1,1 @@
+"""LM-based recommendation: prompts, shared-prefix candidate scoring, evaluation."""
