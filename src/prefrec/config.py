@@ -52,11 +52,11 @@ def _check_keys(model: type[BaseModel], data: Any, prefix: str, source: str) -> 
     for key, value in data.items():
         if key not in valid:
             close = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.5)
-            hint = f"did you mean {prefix}{close[0]!r}?" if close else f"valid keys here: {', '.join(valid)}"
+            hint = f"did you mean {prefix + close[0]!r}?" if close else f"valid keys here: {', '.join(valid)}"
             raise ConfigError(
-                f"unknown config key {prefix}{key!r}",
+                f"unknown config key {prefix + str(key)!r}",
                 where=source,
-                fix=f"remove or rename it; {hint}",
+                fix=f"remove or rename it ({hint})",
             )
         sub = _submodel(model, key)
         if sub is not None:
