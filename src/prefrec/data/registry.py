@@ -1,7 +1,8 @@
 """Dataset names -> readers, relative to the data directory.
 
 ``load_dataset("ml-100k")`` reads ``<data_dir>/ml-100k``; IR-Benchmark names read
-``<data_dir>/ir-benchmark/{iid,ood}/<name>/proc.zip`` straight from the zip.
+``<data_dir>/ir-benchmark/{iid,ood}/<name>/proc.zip`` straight from the zip. ``sha256`` and
+``url`` (optional) let ``prefrec data download`` fetch a dataset that has a public URL.
 """
 
 from __future__ import annotations
@@ -37,8 +38,37 @@ def _ml100k(root: Path) -> Dataset:
     return read_ml100k(root / "ml-100k")
 
 
+def _lastfm_hetrec(source: str) -> Callable[[Path], Dataset]:
+    def load(root: Path) -> Dataset:
+        from prefrec.data.readers import read_lastfm_hetrec
+
+        return read_lastfm_hetrec(root / "lastfm-hetrec2011", source=source)
+
+    return load
+
+
+def _llara_lastfm(root: Path) -> Dataset:
+    from prefrec.data.readers import read_llara_lastfm
+
+    return read_llara_lastfm(root / "llara-lastfm")
+
+
+def _llara_movielens(root: Path) -> Dataset:
+    from prefrec.data.readers import read_llara_movielens
+
+    return read_llara_movielens(root / "llara-movielens", root / "ml-100k")
+
+
 DATASETS: dict[str, DatasetSpec] = {
     "ml-100k": DatasetSpec("MovieLens-100K raw (ratings, timestamps, titles, genres)", _ml100k),
+    "lastfm-hetrec": DatasetSpec("HetRec 2011 Last.fm: dated first tag per (user, artist), plays as rating, names",
+                                 _lastfm_hetrec("tagged")),
+    "lastfm-hetrec-plays": DatasetSpec("HetRec 2011 Last.fm: user_artists play counts (no time), names",
+                                       _lastfm_hetrec("plays")),
+    "llara-lastfm": DatasetSpec("LLaRA/S-DPO LastFM sequence rows, users split 976/122/122, artist names",
+                                _llara_lastfm),
+    "llara-movielens": DatasetSpec("LLaRA MovieLens-100K val/test sequence rows (with ratings), titles",
+                                   _llara_movielens),
 }
 for _n in ("amazon2014-beauty", "amazon2014-electronic", "amazon2014-health", "gowalla", "movielens-100k",
            "movielens-1m"):
