@@ -205,3 +205,61 @@ def make_loss(name: str, **hyper) -> LossFn:
 def reduce_rows(per_row: Tensor) -> Tensor:
     """Mean over rows; the one reduction every trainer uses (users weighted by interactions)."""
     return per_row.mean()
+
+
+# ----------------------------------------------------------------------------- CF baselines (appended)
+def adv_hardness_log_weights(hardness: Tensor, mask: Tensor | None = None) -> Tensor:
+    """AdvInfoNCE log-weights ``log w_k = log(N * softmax_k(g_k))`` from adversary scores ``g`` (B, K).
+
+    Zhang et al., NeurIPS 2023 (IR-Benchmark optim_AdvInfoNCE): ``w = N * softmax(g)`` so uniform
+    hardness gives ``w_k = 1`` (plain InfoNCE). Masked slots get ``-inf`` and N counts valid slots only.
+    """
+    g = _masked(hardness, mask, -math.inf)
+    n = hardness.new_full((hardness.shape[0], 1), hardness.shape[1]) if mask is None \
+        else mask.to(hardness.dtype).sum(1, keepdim=True).clamp_min(1.0)
+    return torch.log(n) + torch.log_softmax(g, dim=1)
+
+
+def adv_infonce(pos: Tensor, neg: Tensor, mask: Tensor | None = None, *, tau: float = 0.1,
+                log_weights: Tensor | None = None, neg_weight: float = 64.0) -> Tensor:
+    """AdvInfoNCE (Zhang et al., NeurIPS 2023) as in IR-Benchmark, positive in the denominator:
+    ``-log( e^{s+/tau} / (e^{s+/tau} + lambda * sum_k w_k e^{s_k/tau}) )``
+    ``= softplus(log lambda + logsumexp_k(log w_k + (s_k - s+)/tau))``.
+
+    ``log_weights`` (B, K) comes from :func:`adv_hardness_log_weights` (detach it for the model
+    step, keep its graph for the adversary step); None means ``w_k = 1``. ``tau`` is in the units
+    of the scores (IR-Benchmark code units: raw cosine / tau). Stable at any |s|/tau (log space).
+    """
+    d = _diff(pos, neg) / tau
+    if log_weights is not None:
+        d = d + log_weights
+    z = _masked(d, mask, -math.inf)
+    return F.softplus(math.log(neg_weight) + torch.logsumexp(z, dim=1))
+
+
+def _softplus_kappa(x: Tensor, kappa: float) -> Tensor:
+    return F.softplus(kappa * x) / kappa
+
+
+def llpauc(pos: Tensor, neg: Tensor, mask: Tensor | None = None, *, params: dict[str, Tensor],
+           alpha: float = 0.7, beta: float = 0.01, kappa: float = 5.0) -> Tensor:
+    """LLPAUC (Shi et al., WWW 2024) min-max surrogate as coded in IR-Benchmark optim_LLPAUC.
+
+    ``pos``/``neg`` are probabilities ``f = sigmoid(score)``. ``params`` holds the scalar tensors
+    ``a, b, s_pos, s_neg, gamma, theta_a, theta_b`` (initial 1, 0, .5, .5, 0, .5, .5). Returns the
+    **batch** loss (a scalar, not per row) because P and Q are means over different sets:
+    ``L = -s+ - P/alpha + s- + Q/beta - gamma^2 + theta_a (a + gamma) + theta_b (gamma + 1 - b)``,
+    ``P = mean_rows sp_k(-(f+ - a)^2 + 2(1+gamma) f+ - s+)``,
+    ``Q = mean_{rows,negs} sp_k((f- - b)^2 + 2(1+gamma) f- - s-)``, ``sp_k(x) = log(1+e^{kx})/k``.
+    """
+    p = params
+    g = p["gamma"]
+    big_p = _softplus_kappa(-(pos - p["a"]) ** 2 + 2 * (1 + g) * pos - p["s_pos"], kappa).mean()
+    q = _softplus_kappa((neg - p["b"]) ** 2 + 2 * (1 + g) * neg - p["s_neg"], kappa)
+    if mask is None:
+        big_q = q.mean()
+    else:
+        m = mask.to(q.dtype)
+        big_q = (q * m).sum() / m.sum().clamp_min(1.0)
+    return (-p["s_pos"] - big_p / alpha + p["s_neg"] + big_q / beta - g ** 2
+            + p["theta_a"] * (p["a"] + g) + p["theta_b"] * (g + 1 - p["b"]))
