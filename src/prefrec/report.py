@@ -34,7 +34,10 @@ RESULT_FILES = ("results.json", "final_metrics.json", "metrics.json", "eval.json
 PLOTS_DIR = "plots"
 # Keys of a history row that are bookkeeping, not curves.
 _BOOKKEEPING = {"step", "epoch", "time", "elapsed", "wall_time", "wall_time_s", "lr", "learning_rate",
-                "split", "stage", "global_step"}
+                "split", "stage", "global_step", "seconds"}
+# History rows that are not training/validation curves (the CF trainer logs data stats and the
+# final test metrics into metrics.jsonl too).
+_NOT_CURVES = {"data", "test"}
 # Columns where smaller is better (everything else: larger is better).
 _LOWER_IS_BETTER = re.compile(r"(^|/)(loss|.*_loss|ppl|perplexity|wall_time.*|time.*|.*rank)$", re.I)
 
@@ -151,6 +154,8 @@ def load_run(run_dir: str | Path, name: str | None = None) -> RunRecord:
     if not rec.results and rec.history:
         # No final JSON: the last logged value of each metric stands in.
         for row in rec.history:
+            if row.get("split") == "data":
+                continue
             for k, v in _flat_numbers(row).items():
                 if k not in _BOOKKEEPING:
                     rec.results[k] = v
@@ -220,6 +225,8 @@ def _plt():
 def _series(run: RunRecord, key: str) -> tuple[list[float], list[float]]:
     xs, ys = [], []
     for i, row in enumerate(run.history):
+        if row.get("split") in _NOT_CURVES:
+            continue
         v = row.get(key)
         if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
             x = row.get("step", row.get("epoch", i))
@@ -243,7 +250,7 @@ def _curve_plot(runs: Sequence[RunRecord], keys: Sequence[str], title: str, out:
         plt.close(fig)
         return None
     ax.set_title(title)
-    ax.set_xlabel("step")
+    ax.set_xlabel("step" if any("step" in row for r in runs for row in r.history) else "epoch")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -276,8 +283,8 @@ def _bar_plot(runs: Sequence[RunRecord], cols: Sequence[str], out: Path) -> Path
 
 
 def _history_keys(runs: Sequence[RunRecord]) -> set[str]:
-    return {k for r in runs for row in r.history for k, v in row.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {k for r in runs for row in r.history if row.get("split") not in _NOT_CURVES
+            for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def _safe_name(s: str) -> str:

@@ -1,0 +1,384 @@
+"""One YAML file describes a study; :func:`run_experiment` runs it end to end.
+
+Why: a comparison (MF with BPR vs SL vs PSL, an LM fine-tuned with SFT then S-DPO) is several
+training stages plus an evaluation and a report. Writing that as one file makes the study
+repeatable, and keying every stage by the hash of its resolved config (and of the stages it
+depends on) lets a re-run skip what is already done: edit one loss's temperature and only that
+run trains again; kill the study and the next ``prefrec run`` continues where it stopped.
+
+Schema (``extra=forbid`` everywhere: an unknown key is an error naming the closest valid one)::
+
+    name: demo                 # output goes to <output_dir>/<name>/
+    output_dir: runs
+    seed: 2024                 # one seed for every stage (a stage may not override it)
+    cf:                        # optional: a grid of CF runs (backbones x losses)
+      base: {...}              #   a prefrec.cf.config.CFConfig (data, model, loss, train)
+      backbones: [mf]
+      losses: [bpr, sl, psl]   #   labels; a label in `presets` applies its dotted overrides,
+      presets: {psl: {loss.name: psl, loss.tau: 0.05}}   # otherwise it is the loss name
+    lm:                        # optional: SFT -> S-DPO on a causal LM
+      sft: {...}               #   the SFT config (prefrec.train.sft)
+      sdpo: {...}              #   the preference config (prefrec.train.preference)
+      evaluate: {...}          #   evaluation options (prefrec.lm.evaluate)
+    report: {main_metric: NDCG@20, tensorboard: false}
+
+Each stage writes into ``<output_dir>/<name>/<label>/`` and, when it finished, a
+``stage.json`` holding its key; a stage whose ``stage.json`` key matches is skipped.
+A stage folder whose key differs (the config changed) is renamed ``<label>@<old key>``, never
+deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from pydantic import Field
+
+from prefrec.config import Config, config_hash, load_config
+from prefrec.errors import ConfigError, PrefrecError
+
+log = logging.getLogger(__name__)
+
+STAGE_FILE = "stage.json"
+
+
+# ----------------------------------------------------------------------------- schema
+def _cf_config_cls():
+    from prefrec.cf.config import CFConfig
+
+    return CFConfig
+
+
+class CFStudy(Config):
+    """A grid of CF runs sharing one base config."""
+
+    base: dict[str, Any] = {}
+    """A ``CFConfig`` as a mapping (data/model/loss/train); validated when the study loads."""
+    backbones: list[str] = ["mf"]
+    """``model.name`` values (mf, lightgcn)."""
+    losses: list[str] = ["bpr", "sl", "psl"]
+    """Run labels: a key of ``presets`` or a loss name (bpr, sl, sl_paper, psl, bsl)."""
+    presets: dict[str, dict[str, Any]] = {}
+    """label -> dotted overrides, e.g. ``psl-relu: {loss.name: psl, loss.activation: relu}``."""
+
+
+class LMStudy(Config):
+    """LM stages: SFT, then preference optimization on top of it, then evaluation."""
+
+    sft: dict[str, Any] | None = None
+    sdpo: dict[str, Any] | None = None
+    evaluate: dict[str, Any] | None = None
+
+
+class ReportSpec(Config):
+    main_metric: str | None = None
+    """Validation metric to plot (default: NDCG@20 when logged)."""
+    columns: list[str] | None = None
+    """Table columns (default: every final metric)."""
+    tensorboard: bool = False
+    """Also export metrics.jsonl as TensorBoard scalars (needs the tensorboard package)."""
+
+
+class Experiment(Config):
+    name: str = Field("study", pattern=r"^[A-Za-z0-9_.-]+$")
+    output_dir: str = "runs"
+    seed: int = 2024
+    data_dir: str | None = None
+    """Dataset folder (default: --data-dir, $PREFREC_DATA, ./data)."""
+    cf: CFStudy | None = None
+    lm: LMStudy | None = None
+    report: ReportSpec = ReportSpec()
+
+
+# ----------------------------------------------------------------------------- stages
+@dataclass
+class Stage:
+    """One unit of work: a resolved config, where it writes, and how to run it."""
+
+    label: str
+    kind: str  # "cf", "sft", "sdpo", "evaluate-lm"
+    config: Any  # a pydantic config of the stage's own trainer
+    run_dir: Path
+    runner: Callable[["Stage", bool], dict[str, Any]]
+    upstream: list[str] = field(default_factory=list)
+    key: str = ""
+    in_report: bool = True
+
+    def done(self) -> bool:
+        f = self.run_dir / STAGE_FILE
+        if not f.exists():
+            return False
+        try:
+            info = json.loads(f.read_text())
+        except (OSError, json.JSONDecodeError):
+            return False
+        return info.get("key") == self.key and info.get("status") == "done"
+
+
+def _set_dotted(data: dict, dotted: str, value: Any) -> None:
+    node = data
+    parts = dotted.split(".")
+    for p in parts[:-1]:
+        if not isinstance(node.get(p), dict):
+            node[p] = {}
+        node = node[p]
+    node[parts[-1]] = value
+
+
+def _validate(cls: type, data: dict, where: str):
+    """Validate a stage config mapping against its trainer's config class.
+
+    Errors are re-worded to name the key as it is spelled in the study file (``cf.base.loss.tua``
+    rather than ``loss.tua``), so the user can find the line.
+    """
+    try:
+        return load_config(cls, base=data)
+    except ConfigError as e:
+        what = e.what.replace("config key '", f"config key '{where}.").replace("value for '", f"value for '{where}.")
+        fix = (e.fix or "").replace("did you mean '", f"did you mean '{where}.").replace("set ", f"set {where}.", 1)
+        raise ConfigError(what, where=where, fix=fix) from None
+
+
+def _apply_dotted(data: dict, overrides: dict[str, Any]) -> dict:
+    out = json.loads(json.dumps(data))
+    for k, v in overrides.items():
+        _set_dotted(out, str(k), v)
+    return out
+
+
+def cf_run_config(exp: Experiment, backbone: str, label: str):
+    """The resolved ``CFConfig`` of one grid cell (backbone x label)."""
+    cfg_cls = _cf_config_cls()
+    assert exp.cf is not None
+    base = json.loads(json.dumps(exp.cf.base))
+    for k in ("name", "output_dir", "seed"):
+        if k in base:
+            raise ConfigError(f"cf.base.{k} is set by the study", where="cf.base",
+                              fix=f"remove cf.base.{k}; the top-level {k!r} applies (runs are named after their label)")
+    _validate(cfg_cls, base, "cf.base")  # report mistakes against the base first
+    data = _apply_dotted(base, {"model.name": backbone})
+    where = "cf.backbones"
+    if label in exp.cf.presets:
+        data = _apply_dotted(data, exp.cf.presets[label])
+        where = f"cf.presets.{label}"
+    else:
+        data = _apply_dotted(data, {"loss.name": label})
+        where = "cf.losses"
+    data.update(name=run_label(exp, backbone, label), output_dir=str(study_dir(exp)), seed=exp.seed)
+    cfg = _validate(cfg_cls, data, where)
+    from prefrec.train.cf import CF_LOSSES
+
+    if cfg.loss.name not in CF_LOSSES:
+        import difflib
+
+        close = difflib.get_close_matches(cfg.loss.name, list(CF_LOSSES) + list(exp.cf.presets), n=1)
+        raise ConfigError(f"unknown CF loss {cfg.loss.name!r}", where=where,
+                          fix=(f"did you mean {close[0]!r}? " if close else "")
+                          + f"use one of {', '.join(CF_LOSSES)} or a label defined under cf.presets")
+    return cfg
+
+
+def run_label(exp: Experiment, backbone: str, label: str) -> str:
+    assert exp.cf is not None
+    return label if len(exp.cf.backbones) == 1 else f"{backbone}-{label}"
+
+
+def study_dir(exp: Experiment) -> Path:
+    return Path(exp.output_dir) / exp.name
+
+
+def _stage_key(kind: str, cfg: Any, upstream: list[str]) -> str:
+    return config_hash({"kind": kind, "config": cfg.model_dump(mode="json") if hasattr(cfg, "model_dump") else cfg,
+                        "upstream": upstream})
+
+
+def plan(exp: Experiment) -> list[Stage]:
+    """Every stage of the study in execution order, with its key (config hash incl. upstream)."""
+    stages: list[Stage] = []
+    root = study_dir(exp)
+    if exp.cf is not None:
+        if not exp.cf.backbones or not exp.cf.losses:
+            raise ConfigError("cf needs at least one backbone and one loss", where="cf",
+                              fix="e.g. backbones: [mf] and losses: [bpr, sl, psl]")
+        for b in exp.cf.backbones:
+            for label in exp.cf.losses:
+                cfg = cf_run_config(exp, b, label)
+                stages.append(Stage(label=cfg.name, kind="cf", config=cfg, run_dir=root / cfg.name,
+                                    runner=_run_cf))
+    if exp.lm is not None:
+        stages += _plan_lm(exp, root)
+    labels = [s.label for s in stages]
+    dup = {x for x in labels if labels.count(x) > 1}
+    if dup:
+        raise ConfigError(f"two stages would write to the same folder ({', '.join(sorted(dup))})",
+                          where="cf.losses", fix="list each loss label once")
+    keys: dict[str, str] = {}
+    for s in stages:
+        s.key = _stage_key(s.kind, s.config, [keys[u] for u in s.upstream])
+        keys[s.label] = s.key
+    if not stages:
+        raise ConfigError("the study has no stages", where="experiment",
+                          fix="add a 'cf:' section (losses/backbones) and/or an 'lm:' section (sft/sdpo)")
+    return stages
+
+
+# ----------------------------------------------------------------------------- stage runners
+def _write_results(stage: Stage, metrics: dict[str, Any], wall: float, **extra: Any) -> None:
+    """The final results JSON the report reads (``<run>/results.json``)."""
+    from prefrec.checkpoint import atomic_write_text
+
+    seed = getattr(stage.config, "seed", None)
+    atomic_write_text(stage.run_dir / "results.json", json.dumps(
+        {"metrics": metrics, "wall_time_s": round(wall, 2), "seed": seed, "stage": stage.kind,
+         "key": stage.key, **extra}, indent=1, default=float))
+
+
+def _run_cf(stage: Stage, resume: bool) -> dict[str, Any]:
+    from prefrec.train.cf import train_cf
+
+    t0 = time.time()
+    res = train_cf(stage.config, resume=resume, run_dir=stage.run_dir)
+    metrics = dict(res.get("test", {}))
+    _write_results(stage, metrics, time.time() - t0, best_epoch=res.get("best_epoch"),
+                   train_seconds=res.get("train_seconds"))
+    return metrics
+
+
+def _plan_lm(exp: Experiment, root: Path) -> list[Stage]:
+    """LM stages (SFT -> S-DPO -> evaluation) -- filled in as the LM trainers land."""
+    raise ConfigError("the 'lm' section is not supported by this version", where="lm",
+                      fix="remove the 'lm' section (LM stages are not available yet)")
+
+
+# ----------------------------------------------------------------------------- loading
+def load_experiment(path: str | Path | None, overrides: list[str] | None = None,
+                    data_dir: str | None = None) -> Experiment:
+    """Read and validate a study file (+ dotted overrides); every stage config is validated too."""
+    exp = load_config(Experiment, path, overrides)
+    if data_dir:
+        exp.data_dir = data_dir
+    plan(exp)  # validates every stage's config now, before anything trains
+    return exp
+
+
+# ----------------------------------------------------------------------------- running
+@dataclass
+class StudyResult:
+    report: Path
+    stages: list[Stage]
+    ran: list[str]
+    skipped: list[str]
+    wall_time: float
+
+
+def _progress_enabled() -> bool:
+    return sys.stderr.isatty()
+
+
+def _archive_stale(stage: Stage) -> None:
+    """A folder from a different config is kept under ``<label>@<old key>``, never deleted."""
+    d = stage.run_dir
+    f = d / STAGE_FILE
+    if not d.exists() or not f.exists():
+        return
+    try:
+        old = json.loads(f.read_text()).get("key", "old")
+    except (OSError, json.JSONDecodeError):
+        old = "old"
+    if old == stage.key:
+        return
+    target = d.with_name(f"{d.name}@{old}")
+    n = 1
+    while target.exists():
+        target = d.with_name(f"{d.name}@{old}.{n}")
+        n += 1
+    d.rename(target)
+    log.info("config of stage %s changed; previous output kept in %s", stage.label, target)
+
+
+def _write_stage_file(stage: Stage, status: str, **extra: Any) -> None:
+    from prefrec.checkpoint import atomic_write_text
+
+    stage.run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(stage.run_dir / STAGE_FILE, json.dumps(
+        {"key": stage.key, "kind": stage.kind, "label": stage.label, "status": status,
+         "upstream": stage.upstream, **extra}, indent=1, default=str))
+
+
+def run_experiment(exp: Experiment, *, force: bool = False, only: list[str] | None = None,
+                   study_text: str | None = None, echo: Callable[[str], None] | None = None) -> StudyResult:
+    """Run every stage that is not already done (same key), then write ``report.md``."""
+    from prefrec.report import write_report
+
+    echo = echo or (lambda s: print(s, file=sys.stderr))
+    if exp.data_dir:
+        os.environ["PREFREC_DATA"] = exp.data_dir
+    stages = plan(exp)
+    if only:
+        unknown = [o for o in only if o not in {s.label for s in stages}]
+        if unknown:
+            import difflib
+
+            close = difflib.get_close_matches(unknown[0], [s.label for s in stages], n=1)
+            raise ConfigError(f"no stage named {unknown[0]!r}", where="--only",
+                              fix=(f"did you mean {close[0]!r}? " if close else "")
+                              + "stages: " + ", ".join(s.label for s in stages))
+    root = study_dir(exp)
+    root.mkdir(parents=True, exist_ok=True)
+    if study_text is not None:
+        (root / "experiment.yaml").write_text(study_text, encoding="utf-8")
+    t0 = time.time()
+    ran, skipped = [], []
+    for i, stage in enumerate(stages, 1):
+        head = f"[{i}/{len(stages)}] {stage.kind} {stage.label} (key {stage.key})"
+        selected = not only or stage.label in only
+        if stage.done() and not (force and selected):
+            echo(f"{head}: done already, skipped")
+            skipped.append(stage.label)
+            continue
+        if not selected:
+            missing = [u for u in stage.upstream]
+            echo(f"{head}: not selected (--only), not run")
+            skipped.append(stage.label)
+            del missing
+            continue
+        _archive_stale(stage)
+        resume = (stage.run_dir / STAGE_FILE).exists() and not force
+        _write_stage_file(stage, "running")
+        echo(f"{head}: {'resuming' if resume else 'running'} -> {stage.run_dir}")
+        ts = time.time()
+        results = stage.runner(stage, resume)
+        wall = time.time() - ts
+        _write_stage_file(stage, "done", wall_time_s=wall, results=results)
+        echo(f"{head}: finished in {wall:.1f} s")
+        ran.append(stage.label)
+    runs = [s.run_dir for s in stages if s.in_report and s.run_dir.exists()]
+    report = write_report(runs, root, title=f"{exp.name}: prefrec study", main_metric=exp.report.main_metric,
+                          columns=exp.report.columns, study_config=study_text,
+                          tensorboard=exp.report.tensorboard)
+    return StudyResult(report=report, stages=stages, ran=ran, skipped=skipped, wall_time=time.time() - t0)
+
+
+def table_of(report: Path) -> str:
+    """The results table of a report (for printing at the end of a study)."""
+    lines = report.read_text(encoding="utf-8").splitlines()
+    out, inside = [], False
+    for line in lines:
+        if line.startswith("| run |") and not out:
+            inside = True
+        if inside:
+            if not line.startswith("|"):
+                break
+            out.append(line)
+    return "\n".join(out)
+
+
+__all__ = ["Experiment", "CFStudy", "LMStudy", "ReportSpec", "Stage", "StudyResult", "load_experiment",
+           "plan", "run_experiment", "table_of", "PrefrecError"]
