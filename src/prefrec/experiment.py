@@ -182,7 +182,22 @@ def cf_run_config(exp: Experiment, backbone: str, label: str):
         raise ConfigError(f"unknown CF loss {cfg.loss.name!r}", where=where,
                           fix=(f"did you mean {close[0]!r}? " if close else "")
                           + f"use one of {', '.join(CF_LOSSES)} or a label defined under cf.presets")
+    _check_dataset_name(cfg.data.dataset, "cf.base.data.dataset")
     return cfg
+
+
+def _check_dataset_name(name: str, key: str) -> None:
+    """Fail at load time (not after other stages trained) on a dataset name that cannot work."""
+    from prefrec.data.registry import DATASETS
+
+    if name in DATASETS or Path(name).exists():
+        return
+    import difflib
+
+    close = difflib.get_close_matches(name, DATASETS.keys(), n=1)
+    raise ConfigError(f"unknown dataset {name!r}", where=key,
+                      fix=(f"did you mean {close[0]!r}? " if close else "")
+                      + "see `prefrec data list`, or give a path to a data file/folder")
 
 
 def run_label(exp: Experiment, backbone: str, label: str) -> str:
