@@ -47,18 +47,23 @@ Everything here is a pure tensor function the preference trainer calls; nothing 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from pathlib import Path
+from typing import Any, Callable, NamedTuple, Sequence
 
 import torch
 
-from prefrec.errors import ConfigError
+from prefrec.errors import ConfigError, DataError
 from prefrec.losses import napo_margin, sdpo
 
 Tensor = torch.Tensor
 
 __all__ = ["NapoOptions", "SharingPool", "SharedNegatives", "NapoOutput", "RunningMean",
            "num_shared", "validate_sharing", "local_pool", "gather_pool", "share_negatives",
-           "batch_confidence", "napo_batch_loss"]
+           "batch_confidence", "napo_batch_loss", "attach_sequential_signals", "NapoObjective",
+           "STATE_KEY", "SCORES_KEY"]
+
+STATE_KEY = "napo_state"    # LMSample.extra: sequential-model user state (list of d floats)
+SCORES_KEY = "napo_scores"  # LMSample.extra: sequential-model score of every candidate
 
 
 # ----------------------------------------------------------------------------- options
@@ -358,8 +363,8 @@ def napo_batch_loss(policy_pos: Tensor, policy_neg: Tensor, opts: NapoOptions, *
                     ref_pos: Tensor | None = None, ref_neg: Tensor | None = None,
                     neg_mask: Tensor | None = None, neg_scores: Tensor | None = None,
                     user_states: Tensor | None = None, example_ids: Tensor | None = None,
-                    running_mean: RunningMean | None = None, distributed: bool = True,
-                    group=None) -> NapoOutput:
+                    running_mean: RunningMean | None = None, update_running_mean: bool = True,
+                    distributed: bool = True, group=None) -> NapoOutput:
     """NAPO loss of one local batch, ready for ``loss.backward()``.
 
     ``policy_pos`` (B,) / ``policy_neg`` (B, K): summed log-probs of the chosen item and of the
@@ -368,6 +373,8 @@ def napo_batch_loss(policy_pos: Tensor, policy_neg: Tensor, opts: NapoOptions, *
     (needed when the margin is adaptive); ``user_states`` (B, d) and ``example_ids`` (B,):
     needed for sharing. ``running_mean`` holds Mbar across steps (created by the trainer once).
     With ``distributed`` and an initialised process group the pool is gathered over ranks.
+    ``update_running_mean=False`` (validation) reads Mbar without folding the batch in, so
+    evaluation never changes training state.
 
     Rewards: ``r = beta * (log pi - log pi_ref)`` or ``beta * log pi`` without reference. Shared
     negatives are shared as rewards, so with a reference each carries its own example's
@@ -410,7 +417,12 @@ def napo_batch_loss(policy_pos: Tensor, policy_neg: Tensor, opts: NapoOptions, *
     if opts.gamma0 != 0.0:
         if opts.alpha != 0.0:
             m_b = batch_confidence(scores, mask)
-            mbar = running_mean.update(m_b) if running_mean is not None else float(m_b)
+            if running_mean is None:
+                mbar = float(m_b)
+            elif update_running_mean:
+                mbar = running_mean.update(m_b)
+            else:
+                mbar = running_mean.value
             gamma = napo_margin(m_b, mbar, gamma0=opts.gamma0, alpha=opts.alpha).detach()
             metrics["napo/M_b"] = float(m_b)
             metrics["napo/M_bar"] = float(mbar)
@@ -435,3 +447,118 @@ def napo_batch_loss(policy_pos: Tensor, policy_neg: Tensor, opts: NapoOptions, *
             "napo/negatives": float(mask.sum(1).float().mean()),
         })
     return NapoOutput(loss, per_row, metrics)
+
+
+# ----------------------------------------------------------------------------- trainer glue
+def attach_sequential_signals(samples: Sequence[Any], model, *, batch_size: int = 256,
+                              where: str = "samples") -> None:
+    """Store a sequential model's user state and per-candidate scores in each sample's ``extra``.
+
+    ``model`` is a :class:`prefrec.models.sasrec.SASRec` (anything with ``user_state(histories)``
+    and ``score_items(histories, items)``). Samples need ``history_ids`` and ``item_ids``
+    (catalog indices). Computed once, offline, like the authors' precomputed JSON fields
+    (``seq_logits``, ``scores_of_sorted_neg_items``); the model never trains here.
+    """
+    todo = [s for s in samples if STATE_KEY not in (s.extra or {}) or SCORES_KEY not in (s.extra or {})]
+    for i, s in enumerate(todo):
+        if s.history_ids is None or s.item_ids is None:
+            raise DataError(f"sample {i} has no history_ids/item_ids (catalog indices)", where=where,
+                            fix="build samples from SequenceCases (prefrec.lm.prompts) so item ids are known; "
+                                "NAPO needs them for the sequential model")
+    was = getattr(model, "training", False)
+    if hasattr(model, "eval"):
+        model.eval()
+    try:
+        with torch.no_grad():
+            for lo in range(0, len(todo), batch_size):
+                chunk = todo[lo:lo + batch_size]
+                hist = [list(s.history_ids) for s in chunk]
+                states = model.user_state(hist)
+                width = max(len(s.item_ids) for s in chunk)
+                items = torch.tensor([list(s.item_ids) + [s.item_ids[0]] * (width - len(s.item_ids)) for s in chunk])
+                scores = model.score_items(hist, items)
+                for s, h, sc in zip(chunk, states.tolist(), scores.tolist()):
+                    s.extra = {**(s.extra or {}), STATE_KEY: h, SCORES_KEY: sc[:len(s.item_ids)]}
+    finally:
+        if was and hasattr(model, "train"):
+            model.train()
+
+
+class NapoObjective:
+    """The preference trainer's objective for ``loss: napo`` (``train/preference.py`` ``Objective``).
+
+    Reads user states and negative scores from ``samples[i].extra`` (see
+    :func:`attach_sequential_signals`; attached lazily on first use from ``sasrec`` — a model or
+    a checkpoint folder — when missing), example ids = the batch's ``rows`` (dataset indices,
+    identical on every rank). During training (grad enabled) the pool is gathered over ranks
+    and Mbar is updated; under ``no_grad`` (validation) sharing stays within the local batch and
+    Mbar is read, not updated. Mbar is saved in checkpoints via ``state_dict``.
+    """
+
+    def __init__(self, opts: NapoOptions, *, sasrec: Any = None,
+                 train_cases: Callable[[], Sequence[Any]] | None = None):
+        self.opts = opts
+        self.running_mean = RunningMean(opts.momentum)
+        self._sasrec = sasrec
+        self._train_cases = train_cases
+        self._ready: set[int] = set()
+
+    @property
+    def needs_signals(self) -> bool:
+        return self.opts.share_negatives or self.opts.uses_margin
+
+    def _model(self):
+        if self._sasrec is None:
+            raise ConfigError("NAPO needs a sequential model (user states for sharing, scores for the margin) "
+                              "and the samples carry none", where="loss_kwargs.sasrec",
+                              fix="train one with `prefrec baseline --model sasrec` on the same dataset/seed and "
+                                  "set loss_kwargs.sasrec: <its run or checkpoint dir>; or turn off "
+                                  "share_negatives and set alpha: 0")
+        if isinstance(self._sasrec, (str, Path)):
+            from prefrec.models.sasrec import load_sasrec
+
+            model, meta = load_sasrec(self._sasrec)
+            if self._train_cases is not None:
+                from prefrec.train.sequential import check_split, split_fingerprint
+
+                check_split(meta, split_fingerprint(self._train_cases()))
+            self._sasrec = model
+        return self._sasrec
+
+    def prepare(self, samples: Sequence[Any], where: str = "samples") -> None:
+        """Attach sequential signals to ``samples`` if any lack them (once per sample list)."""
+        if not self.needs_signals or id(samples) in self._ready:
+            return
+        if any(STATE_KEY not in (s.extra or {}) or SCORES_KEY not in (s.extra or {}) for s in samples):
+            attach_sequential_signals(samples, self._model(), where=where)
+        self._ready.add(id(samples))
+
+    def __call__(self, batch) -> tuple[Tensor, Tensor, dict[str, float]]:
+        self.prepare(batch.samples)
+        opts = self.opts
+        if opts.beta != batch.beta:
+            opts = NapoOptions(**{**opts.__dict__, "beta": batch.beta})
+        rows = list(batch.rows)
+        neg_cols = batch.cols[:, 1:].tolist()
+        extras = [batch.samples[i].extra or {} for i in rows]
+        scores = states = None
+        if opts.uses_margin:
+            scores = torch.tensor([[e[SCORES_KEY][j] for j in c] for e, c in zip(extras, neg_cols)],
+                                  dtype=batch.policy.dtype)
+        if opts.share_negatives:
+            states = torch.tensor([e[STATE_KEY] for e in extras], dtype=torch.float32)
+        training = torch.is_grad_enabled()
+        out = napo_batch_loss(batch.policy[:, 0], batch.policy[:, 1:], opts,
+                              ref_pos=batch.reference[:, 0], ref_neg=batch.reference[:, 1:],
+                              neg_scores=scores, user_states=states, example_ids=torch.tensor(rows),
+                              running_mean=self.running_mean, update_running_mean=training,
+                              distributed=training)
+        extra = {k: v for k, v in out.metrics.items() if k.startswith("napo/")}
+        return out.loss, out.per_row, extra
+
+    def state_dict(self) -> dict:
+        return {"running_mean": self.running_mean.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("running_mean"):
+            self.running_mean.load_state_dict(state["running_mean"])
