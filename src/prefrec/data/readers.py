@@ -16,7 +16,7 @@ import json
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
@@ -506,12 +506,12 @@ def _lookup_pairs(ku: np.ndarray, ki: np.ndarray, kv: np.ndarray, qu: np.ndarray
 
 
 # ----------------------------------------------------------------------------- LLaRA sequence tables
-@dataclass(frozen=True)
-class SeqRow:
+class SeqRow(NamedTuple):
     """One given sequence row: a history (oldest first) and the next item, as catalog indices.
 
     ``user`` is inferred (a row that does not continue the previous row's window starts a new
     user), ``line`` is the row's line in its file so later errors can point back at it.
+    (A NamedTuple, not a dataclass: 50k rows are built per file and this is 5x faster.)
     """
 
     user: int
@@ -562,16 +562,21 @@ def read_id2name(path: str | Path) -> ItemCatalog:
 def _jsonl_rows(path: Path) -> list[tuple[int, Any]]:
     raw = _read_bytes(path, f"sequence file {path.name}", "point --data-dir at the folder holding it")
     text = _decode(raw, path, "utf-8")
+    numbered = [(n, line) for n, line in enumerate(text.split("\n"), 1) if line.strip()]
+    if not numbered:
+        raise DataError("no rows", where=str(path), fix="the file is empty; restore it")
+    try:  # one C-level parse for the whole file; per-line only to locate an error
+        objs = json.loads("[" + ",".join(line for _, line in numbered) + "]")
+        if len(objs) == len(numbered):
+            return [(n, o) for (n, _), o in zip(numbered, objs)]
+    except json.JSONDecodeError:
+        pass
     out = []
-    for n, line in enumerate(text.split("\n"), 1):
-        if not line.strip():
-            continue
+    for n, line in numbered:
         try:
             out.append((n, json.loads(line)))
         except json.JSONDecodeError as e:
             raise DataError(f"invalid JSON ({e.msg})", where=where(path, n), fix="one JSON object per line") from None
-    if not out:
-        raise DataError("no rows", where=str(path), fix="the file is empty; restore it")
     return out
 
 
@@ -601,13 +606,18 @@ def read_llara_rows(path: str | Path, n_items: int, max_history: int = 10) -> li
             raise DataError("row lacks 'history' or 'next'", where=where(path, n), fix=LLARA_FIX)
         if not isinstance(obj["history"], list):
             raise DataError("'history' is not a list", where=where(path, n, "history"), fix=LLARA_FIX)
-        hist = [_llara_item(v, path, n, "history", n_items) for v in obj["history"]]
-        nxt, nrat = _llara_item(obj["next"], path, n, "next", n_items)
-        h_ids = tuple(h for h, _ in hist)
-        h_rat = tuple(r for _, r in hist) if hist and hist[0][1] is not None else None
+        h, nx = obj["history"], obj["next"]
+        if (type(nx) is int and 0 <= nx < n_items and all(type(v) is int for v in h)
+                and (not h or (min(h) >= 0 and max(h) < n_items))):  # fast path: plain valid ids
+            h_ids, h_rat, nxt, nrat = tuple(h), None, nx, None
+        else:
+            hist = [_llara_item(v, path, n, "history", n_items) for v in h]
+            nxt, nrat = _llara_item(nx, path, n, "next", n_items)
+            h_ids = tuple(i for i, _ in hist)
+            h_rat = tuple(r for _, r in hist) if hist and hist[0][1] is not None else None
         if prev is None or h_ids != (prev.history + (prev.next,))[-max_history:]:
             user += 1
-        prev = SeqRow(user=user, history=h_ids, next=nxt, history_ratings=h_rat, next_rating=nrat, line=n)
+        prev = SeqRow(user, h_ids, nxt, h_rat, nrat, n)
         rows.append(prev)
     return rows
 

@@ -13,14 +13,23 @@ from pathlib import Path
 from typing import Callable
 
 from prefrec.data.datadir import data_dir as resolve_data_dir
+from prefrec.data.download import Remote
 from prefrec.data.interactions import Dataset
 from prefrec.errors import DataError
 
 
 @dataclass(frozen=True)
 class DatasetSpec:
+    """A named dataset: how to load it from the data dir, and (optionally) where to download it.
+
+    ``remote.sha256`` may be None when the upstream digest is unknown; pin it with
+    ``register_dataset(name, dataclasses.replace(spec, remote=dataclasses.replace(spec.remote, sha256=...)))``
+    or per call with ``prefrec data download <name> --sha256 <hex>``.
+    """
+
     description: str
     load: Callable[[Path], Dataset]
+    remote: Remote | None = None
 
 
 def _irbench(kind: str, name: str) -> DatasetSpec:
@@ -60,7 +69,9 @@ def _llara_movielens(root: Path) -> Dataset:
 
 
 DATASETS: dict[str, DatasetSpec] = {
-    "ml-100k": DatasetSpec("MovieLens-100K raw (ratings, timestamps, titles, genres)", _ml100k),
+    "ml-100k": DatasetSpec("MovieLens-100K raw (ratings, timestamps, titles, genres)", _ml100k,
+                           remote=Remote("https://files.grouplens.org/datasets/movielens/ml-100k.zip",
+                                         folder="ml-100k", sha256=None)),
     "lastfm-hetrec": DatasetSpec("HetRec 2011 Last.fm: dated first tag per (user, artist), plays as rating, names",
                                  _lastfm_hetrec("tagged")),
     "lastfm-hetrec-plays": DatasetSpec("HetRec 2011 Last.fm: user_artists play counts (no time), names",
