@@ -66,3 +66,54 @@ def test_evaluate_oracle():
 
     res = evaluate_ranker(Oracle(), _cases(), counts=np.ones(6))
     assert res["HR@1"] == 1.0 and res["NDCG@5"] == 1.0 and res["HR@1/head"] == 1.0
+
+
+def _parser():
+    import argparse
+
+    from prefrec.commands import baseline
+
+    p = argparse.ArgumentParser()
+    baseline.register(p.add_subparsers(dest="command"))
+    return p
+
+
+@pytest.mark.parametrize("model", ["random", "popularity", "sasrec"])
+def test_baseline_cli_end_to_end(monkeypatch, tmp_path, model, capsys):
+    """`prefrec baseline` on synthetic cases (the loader is swapped; real data runs are in docs/results)."""
+    import json
+
+    from prefrec.commands import baseline
+    from test_sasrec import N_ITEMS
+
+    splits = {"train": synthetic_cases(range(0, 30), 0), "val": synthetic_cases(range(30, 34), 1),
+              "test": synthetic_cases(range(34, 40), 2)}
+    monkeypatch.setattr(baseline, "load_cases", lambda dataset, seed=0, data_dir=None: (splits, N_ITEMS))
+    threads = torch.get_num_threads()  # the command sets train.threads (1) for the process
+    args = _parser().parse_args(["baseline", "--dataset", "ml-100k", "--model", model, "--loss", "sl",
+                                 "--run-dir", str(tmp_path / "run"), "train.epochs=2", "train.batch_size=64",
+                                 "train.num_negatives=8"])
+    assert args.func(args) == 0
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert res["metrics"]["n"] == len(splits["test"]) and "HeadShare@1" in res["metrics"]
+    assert (tmp_path / "run" / "config.yaml").exists()
+    assert "HR@1" in capsys.readouterr().out
+    if model == "sasrec":
+        from prefrec.models.sasrec import load_sasrec
+        from prefrec.train.sequential import check_split, split_fingerprint
+
+        _, meta = load_sasrec(tmp_path / "run" / "checkpoints")
+        check_split(meta, split_fingerprint(splits["train"]))
+        assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 2
+    torch.set_num_threads(threads)
+
+
+def test_baseline_cli_rejects_unknown_keys_and_datasets(tmp_path):
+    from prefrec.commands.baseline import load_cases
+    from prefrec.errors import ConfigError
+
+    args = _parser().parse_args(["baseline", "--model", "random", "train.epoch=3"])
+    with pytest.raises(ConfigError, match="epochs"):
+        args.func(args)
+    with pytest.raises(ConfigError, match="llara-movielens"):
+        load_cases("llara-movielens")
