@@ -216,3 +216,13 @@ def test_invalid_json_line(tmp_path):
 def test_missing_file(tmp_path):
     msg = raises(R.read_lastfm_hetrec, tmp_path)
     assert "artists.dat" in msg and "not found" in msg and "Fix: point --data-dir" in msg
+
+
+def test_ml100k_wrong_separator_and_bad_id(tmp_path, data_dir):
+    (tmp_path / "u.item").write_bytes((data_dir / "ml-100k" / "u.item").read_bytes())
+    (tmp_path / "u.data").write_text("1\t1\t5\t874965758\n1,2,3,874965758\n")
+    msg = raises(R.read_ml100k, tmp_path)
+    assert "u.data, line 2" in msg and "found 1 (the line looks ','-separated)" in msg and "Fix: u.data must be" in msg
+    (tmp_path / "u.data").write_text("1\t1\t5\t874965758\n\n1\t9999\t3\t874965758\n")
+    msg = raises(R.read_ml100k, tmp_path)
+    assert "u.data, line 3" in msg and "item 9999 is not in u.item" in msg

@@ -219,7 +219,9 @@ def _raise_field_count(text: str, loc: str, sep: str, n: int, quoting: bool, has
             continue
         fields = _split_header(line, sep, quoting)
         if len(fields) != n:
-            raise DataError(f"expected {n} {_SEP_NAMES.get(sep, repr(sep))}-separated fields, found {len(fields)}",
+            other = [s for s in SEPARATORS[:-1] if s != sep and len(line.split(s)) == n]
+            hint = f" (the line looks {_SEP_NAMES[other[0]]}-separated)" if other else ""
+            raise DataError(f"expected {n} {_SEP_NAMES.get(sep, repr(sep))}-separated fields, found {len(fields)}{hint}",
                             where=where(loc, k), fix=fix)
     raise DataError(f"cannot parse the file ({err})", where=loc, fix=fix)
 
@@ -242,32 +244,21 @@ def read_ml100k(folder: str | Path) -> Dataset:
         if not p.exists():
             raise DataError(f"MovieLens-100K file {p.name} not found", where=str(p),
                             fix="point --data-dir at the folder holding ml-100k/ (u.data, u.item)")
-    text = _decode(data_path.read_bytes(), data_path, "ascii")
-    rows = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        parts = line.split("\t")
-        if len(parts) != 4:
-            raise DataError(f"expected 4 tab-separated fields (user, item, rating, timestamp), found {len(parts)}",
-                            where=where(data_path, n),
-                            fix="u.data must be tab-separated; check the separator on that line")
-        fix = "ids, ratings and timestamps in u.data are integers"
-        rows.append([_int_field(v, data_path, n, c, fix)
-                     for v, c in zip(parts, ("user", "item", "rating", "timestamp"))])
-    if not rows:
-        raise DataError("no interactions", where=str(data_path), fix="the file is empty; restore u.data")
-    arr = np.asarray(rows, dtype=np.int64)
+    cols = ("user", "item", "rating", "timestamp")
+    t = _parse_table(data_path.read_bytes(), str(data_path), sep="\t", encoding="ascii", header=cols,
+                     fix="u.data must be tab-separated: user, item, rating, timestamp; restore u.data")
+    fix = "ids, ratings and timestamps in u.data are integers"
+    arr = np.stack([t.ints(c, fix) for c in cols], axis=1)
     titles, genres = _read_ml100k_items(item_path)
     n_items = len(titles)
     if (arr[:, 0] < 1).any() or (arr[:, 1] < 1).any():
         r = int(np.flatnonzero((arr[:, 0] < 1) | (arr[:, 1] < 1))[0])
-        raise DataError("user and item ids must be >= 1", where=where(data_path, r + 1),
+        raise DataError("user and item ids must be >= 1", where=where(data_path, t.line_of(r)),
                         fix="MovieLens ids start at 1")
     bad = arr[:, 1] > n_items
     if bad.any():
         r = int(np.flatnonzero(bad)[0])
-        raise DataError(f"item {arr[r, 1]} is not in u.item ({n_items} movies)", where=where(data_path, r + 1),
+        raise DataError(f"item {arr[r, 1]} is not in u.item ({n_items} movies)", where=where(data_path, t.line_of(r)),
                         fix="use the u.item that belongs to this u.data")
     n_users = int(arr[:, 0].max())
     inter = Interactions(user=arr[:, 0] - 1, item=arr[:, 1] - 1, n_users=n_users, n_items=n_items,
