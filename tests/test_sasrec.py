@@ -173,3 +173,21 @@ def test_split_fingerprint_ignores_order_and_candidates(splits):
               for c in train]
     assert split_fingerprint(train) == split_fingerprint(shuffled) == split_fingerprint(recand)
     assert split_fingerprint(train) != split_fingerprint(train[1:])
+
+
+def test_examples_last_vs_all_positions():
+    from prefrec.train.sequential import _examples
+
+    c = [make_case(7, (1, 2, 3), 4, tuple(range(5, 25)), 0)]
+    P = 99
+    inp, lab, users = _examples(c, 5, P, "all")
+    assert inp.tolist() == [[P, P, 1, 2, 3]] and lab.tolist() == [[P, P, 2, 3, 4]] and users.tolist() == [7]
+    _, lab_last, _ = _examples(c, 5, P, "last")
+    assert lab_last.tolist() == [[P, P, P, P, 4]]
+
+
+def test_all_positions_training_runs(splits):
+    train, val, _ = splits
+    cfg = SequentialTrainConfig(epochs=1, batch_size=64, num_negatives=4, positions="all")
+    _, info = train_sasrec(train, val, N_ITEMS, loss="bpr", cfg=cfg)
+    assert np.isfinite(info["history"][0]["train/loss"])
