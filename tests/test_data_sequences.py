@@ -107,3 +107,26 @@ def test_ml100k_lm_splits(data_dir):
     for c in a["test"][:200]:
         assert 3 <= len(c.history) <= 10 and c.candidates[c.target_pos] == c.target
         assert not (set(c.candidates) - {c.target}) & set(per_user[c.user].tolist())
+
+
+# ----------------------------------------------------------------------------- properties
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 59)), min_size=1, max_size=40),
+       st.integers(0, 5), st.sampled_from(["user", "history"]))
+def test_candidate_invariants(pairs, seed, exclude):
+    u, i = zip(*pairs)
+    x = Interactions(user=u, item=i, n_users=6, n_items=60, timestamp=range(len(u)))
+    cases = S.build_sequences(x, min_history=1, max_history=4)
+    out = S.add_candidates(cases, x, n_candidates=10, seed=seed, exclude=exclude)
+    per_user = x.user_items()
+    for c, o in zip(cases, out):
+        assert (o.user, o.history, o.target) == (c.user, c.history, c.target)
+        assert len(set(o.candidates)) == 10 and o.candidates[o.target_pos] == o.target
+        negs = set(o.candidates) - {o.target}
+        banned = set(per_user[o.user].tolist()) if exclude == "user" else set(o.history)
+        assert not negs & (banned | {o.target}) and len(negs) == 9
+    assert S.add_candidates(cases[::-1], x, 10, seed=seed, exclude=exclude) == out[::-1]

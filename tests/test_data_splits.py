@@ -97,3 +97,39 @@ def test_holdout_formula():
     x = Interactions(user=[0] * 25 + [1] * 3 + [2], item=list(range(25)) + [0, 1, 2] + [0], n_users=3, n_items=25)
     _, va = P.holdout_validation(x, seed=0)
     assert np.bincount(va.user, minlength=3).tolist() == [2, 1, 0]  # floor(2.5)=2, max(0,1)=1, n_u=1 kept
+
+
+# ----------------------------------------------------------------------------- properties
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@st.composite
+def tables(draw):
+    n = draw(st.integers(1, 40))
+    users = draw(st.lists(st.integers(0, 7), min_size=n, max_size=n))
+    items = draw(st.lists(st.integers(0, 11), min_size=n, max_size=n))
+    ts = draw(st.lists(st.integers(0, 5), min_size=n, max_size=n))
+    return Interactions(user=users, item=items, n_users=8, n_items=12, timestamp=ts)
+
+
+def rows(x: Interactions) -> list[tuple]:
+    return sorted(zip(x.user.tolist(), x.item.tolist(), x.timestamp.tolist()))
+
+
+@settings(max_examples=40, deadline=None)
+@given(tables(), st.integers(0, 3))
+def test_every_split_is_a_partition(x, seed):
+    for parts in (P.leave_one_out(x), P.user_split(x, seed=seed), P.global_time_split(x),
+                  P.random_split(x, seed=seed), P.random_split(x, (0.7, 0.3), seed=seed, per_user=True),
+                  dict(zip(("train", "val"), P.holdout_validation(x, seed=seed)))):
+        assert sorted(sum((rows(p) for p in parts.values()), [])) == rows(x)
+        assert all(p.n_items == 12 and p.n_users == 8 for p in parts.values())
+
+
+@settings(max_examples=40, deadline=None)
+@given(tables())
+def test_leave_one_out_test_is_latest(x):
+    parts = P.leave_one_out(x)
+    for u, _, t in rows(parts["test"]):
+        assert all(t >= tt for uu, _, tt in rows(parts["train"]) + rows(parts["val"]) if uu == u)
