@@ -250,9 +250,11 @@ def _write_results(stage: Stage, metrics: dict[str, Any], wall: float, **extra: 
     from prefrec.checkpoint import atomic_write_text
 
     seed = getattr(stage.config, "seed", None)
+    data_dir = os.environ.get("PREFREC_DATA")
     atomic_write_text(stage.run_dir / "results.json", json.dumps(
         {"metrics": metrics, "wall_time_s": round(wall, 2), "seed": seed, "stage": stage.kind,
-         "key": stage.key, **extra}, indent=1, default=float))
+         "key": stage.key, "data_dir": str(Path(data_dir).resolve()) if data_dir else None, **extra},
+        indent=1, default=float))
 
 
 def _run_cf(stage: Stage, resume: bool) -> dict[str, Any]:
