@@ -109,3 +109,55 @@ def test_sasrec_from_another_split_is_rejected(tmp_path):
     obj = NapoObjective(NapoOptions(), sasrec=tmp_path / "sas", train_cases=lambda: [case])
     with pytest.raises(DataError, match="another split"):
         obj(_batch(_samples(), [0, 1]))
+
+
+def _cfg(**napo):
+    from pydantic import Field
+
+    from prefrec.config import Config
+    from prefrec.lm.napo import NapoConfig
+
+    class Cfg(Config):  # the fields the preference trainer config carries
+        beta: float = 1.0
+        reference_free: bool = False
+        per_device_train_batch_size: int = 4
+        dataset: str = "ml-100k"
+        seed: int = 0
+        data_dir: str | None = None
+        napo: NapoConfig = Field(default_factory=NapoConfig)
+
+    return Cfg
+
+
+def test_napo_config_section_yaml_and_errors(tmp_path):
+    from prefrec.config import load_config
+    from prefrec.lm.napo import napo_options
+
+    Cfg = _cfg()
+    y = tmp_path / "c.yaml"
+    y.write_text("reference_free: true\nnapo:\n  share_ratio: 0.5\n  alpha: 0\n  sasrec: x\n")
+    cfg = load_config(Cfg, y, ["napo.gamma0=2"])
+    opts = napo_options(cfg)
+    assert (opts.share_ratio, opts.alpha, opts.gamma0, opts.use_reference) == (0.5, 0.0, 2.0, False)
+    with pytest.raises(ConfigError, match="napo.share_ratoi"):
+        load_config(Cfg, None, ["napo.share_ratoi=0.5"])
+    with pytest.raises(ConfigError, match="share_ratio"):
+        napo_options(load_config(Cfg, None, ["napo.share_ratio=1.5", "napo.sasrec=x"]))
+    with pytest.raises(ConfigError, match="at least 2 examples"):
+        napo_options(load_config(Cfg, None, ["per_device_train_batch_size=1", "napo.sasrec=x"]))
+    napo_options(load_config(Cfg, None, ["per_device_train_batch_size=1", "napo.sasrec=x"]), world_size=2)
+    with pytest.raises(ConfigError, match="reference_free"):
+        napo_options(load_config(Cfg, None, ["reference_free=true", "napo.use_reference=true", "napo.sasrec=x"]))
+    with pytest.raises(ConfigError, match="napo.sasrec"):
+        napo_options(load_config(Cfg, None, []))
+    # neither sharing nor an adaptive margin: no sequential model needed
+    napo_options(load_config(Cfg, None, ["napo.share_negatives=false", "napo.alpha=0"]))
+
+
+def test_napo_objective_rejects_missing_sasrec_folder(tmp_path):
+    from prefrec.config import load_config
+    from prefrec.lm.napo import napo_objective
+
+    Cfg = _cfg()
+    with pytest.raises(ConfigError, match="does not exist"):
+        napo_objective(load_config(Cfg, None, [f"napo.sasrec={tmp_path / 'nope'}"]))

@@ -177,3 +177,26 @@ def test_objective_reads_scores_by_rows_and_cols():
     free = RecpoObjective(RecpoOptions(lam=0.0), reference_free=True)
     _, pr, _ = free(_batch([s1, s2], [0, 1], cols, policy.detach(), ref, beta=1.0))
     torch.testing.assert_close(pr, sdpo(policy.detach()[:, 0], policy.detach()[:, 1:]))
+
+
+def test_recpo_config_section_uses_lambda_key(tmp_path):
+    from pydantic import Field
+
+    from prefrec.config import Config, load_config
+    from prefrec.lm.recpo import RecpoConfig, recpo_objective, recpo_options
+
+    class Cfg(Config):
+        reference_free: bool = False
+        recpo: RecpoConfig = Field(default_factory=RecpoConfig)
+
+    y = tmp_path / "c.yaml"
+    y.write_text("recpo:\n  margin: log\n  lambda: 2\n")
+    cfg = load_config(Cfg, y)
+    assert recpo_options(cfg) == RecpoOptions(margin="log", lam=2.0, decay=0.5)
+    assert isinstance(recpo_objective(cfg), RecpoObjective)
+    with pytest.raises(ConfigError, match="recpo.lamda"):
+        load_config(Cfg, None, ["recpo.lamda=1"])
+    with pytest.raises(ConfigError, match="margin"):
+        load_config(Cfg, None, ["recpo.margin=diff"])
+    with pytest.raises(ConfigError, match="lambda"):
+        load_config(Cfg, None, ["recpo.lambda=-1"])

@@ -60,7 +60,7 @@ Tensor = torch.Tensor
 __all__ = ["NapoOptions", "SharingPool", "SharedNegatives", "NapoOutput", "RunningMean",
            "num_shared", "validate_sharing", "local_pool", "gather_pool", "share_negatives",
            "batch_confidence", "napo_batch_loss", "attach_sequential_signals", "NapoObjective",
-           "STATE_KEY", "SCORES_KEY"]
+           "STATE_KEY", "SCORES_KEY", "NapoConfig", "napo_options", "napo_objective"]
 
 STATE_KEY = "napo_state"    # LMSample.extra: sequential-model user state (list of d floats)
 SCORES_KEY = "napo_scores"  # LMSample.extra: sequential-model score of every candidate
@@ -562,3 +562,86 @@ class NapoObjective:
     def load_state_dict(self, state: dict) -> None:
         if state.get("running_mean"):
             self.running_mean.load_state_dict(state["running_mean"])
+
+
+# ----------------------------------------------------------------------------- config section
+def _napo_config_cls():
+    """Build the pydantic section lazily so importing this module stays free of pydantic setup."""
+    from pydantic import Field
+
+    from prefrec.config import Config
+
+    class NapoConfig(Config):
+        """``napo:`` section of the preference trainer config (used when ``loss: napo``).
+
+        Defaults are the authors' napo.sh. ``use_reference`` None follows the trainer's
+        ``reference_free`` (NAPO's code is reference-free: set ``reference_free: true``).
+        ``sasrec``: a SASRec run/checkpoint folder trained on the SAME training split (checked).
+        """
+
+        share_negatives: bool = True
+        share_ratio: float = Field(0.7, description="k = int(share_ratio * (N_global - 1)) neighbours, in (0, 1]")
+        detach_shared: bool = Field(True, description="shared negatives enter without gradient (authors)")
+        cross_rank_grad: bool = Field(False, description="route gradients of shared rows back to other ranks")
+        gamma0: float = Field(1.0, description="base margin; 0 = no margin")
+        alpha: float = Field(0.3, description="margin sensitivity to confidence; 0 = fixed margin gamma0")
+        momentum: float = Field(0.9, ge=0, lt=1, description="running mean Mbar momentum (authors' move_ratio)")
+        use_reference: bool | None = Field(None, description="None = not reference_free")
+        sasrec: str | None = Field(None, description="SASRec run/checkpoint folder for states and scores")
+        check_split: bool = Field(True, description="refuse a SASRec trained on another split (leakage guard)")
+
+    return NapoConfig
+
+
+NapoConfig = _napo_config_cls()
+
+
+def napo_options(cfg: Any, world_size: int = 1) -> NapoOptions:
+    """:class:`NapoOptions` from a preference config (``cfg.napo``, ``cfg.beta``,
+    ``cfg.reference_free``, ``cfg.per_device_train_batch_size``), validated for ``world_size``."""
+    sec = getattr(cfg, "napo", None) or NapoConfig()
+    ref_free = bool(getattr(cfg, "reference_free", False))
+    use_ref = (not ref_free) if sec.use_reference is None else bool(sec.use_reference)
+    if use_ref and ref_free:
+        raise ConfigError("napo.use_reference is true but reference_free is true (no reference log-probs "
+                          "are computed)", where="napo.use_reference",
+                          fix="set reference_free: false to use the SFT reference, or napo.use_reference: false")
+    opts = NapoOptions(share_negatives=sec.share_negatives, share_ratio=sec.share_ratio,
+                       detach_shared=sec.detach_shared, cross_rank_grad=sec.cross_rank_grad, gamma0=sec.gamma0,
+                       alpha=sec.alpha, momentum=sec.momentum, use_reference=use_ref,
+                       beta=float(getattr(cfg, "beta", 1.0)))
+    bs = getattr(cfg, "per_device_train_batch_size", None)
+    opts.validate(global_batch_size=None if bs is None else bs * max(world_size, 1))
+    if (opts.share_negatives or opts.uses_margin) and not sec.sasrec:
+        raise ConfigError("loss 'napo' needs a sequential model for user states (sharing) and negative "
+                          "scores (adaptive margin)", where="napo.sasrec",
+                          fix="train one with `prefrec baseline --model sasrec` on the same dataset and seed, "
+                              "set napo.sasrec: <its run folder>; or set napo.share_negatives: false and "
+                              "napo.alpha: 0")
+    return opts
+
+
+def napo_objective(cfg: Any, world_size: int = 1) -> NapoObjective:
+    """The trainer's objective for ``loss: napo``: options from ``cfg`` and the SASRec named in
+    ``cfg.napo.sasrec`` (loaded lazily). Its recorded training split must equal the training
+    cases ``prefrec baseline`` builds for ``cfg.dataset`` with ``cfg.seed``: a SASRec trained
+    with another seed has seen this run's validation/test users, so its states and scores leak."""
+    opts = napo_options(cfg, world_size)
+    sec = getattr(cfg, "napo", None) or NapoConfig()
+    sasrec = None
+    if sec.sasrec:
+        p = Path(sec.sasrec).expanduser()
+        if not p.exists():
+            raise ConfigError(f"SASRec folder {str(p)!r} does not exist", where="napo.sasrec",
+                              fix="pass the run folder of `prefrec baseline --model sasrec` (or its checkpoints/)")
+        sasrec = p / "checkpoints" if (p / "checkpoints").is_dir() else p
+
+    def train_cases():
+        # exactly the cases `prefrec baseline` trains SASRec on for this dataset and seed
+        from prefrec.commands.baseline import load_cases
+
+        splits, _ = load_cases(cfg.dataset, getattr(cfg, "seed", 0), getattr(cfg, "data_dir", None))
+        return splits["train"]
+
+    check = train_cases if sec.check_split else None
+    return NapoObjective(opts, sasrec=sasrec, train_cases=check)

@@ -41,7 +41,7 @@ Tensor = torch.Tensor
 
 __all__ = ["preference_score", "RecPOCase", "build_recpo_cases", "recpo_splits", "recpo_lm_samples",
            "RecpoOptions", "recpo_batch_margins", "recpo_batch_loss", "RecpoObjective",
-           "PREF_SCORES_KEY"]
+           "PREF_SCORES_KEY", "RecpoConfig", "recpo_options", "recpo_objective", "recpo_train_samples"]
 
 PREF_SCORES_KEY = "recpo_scores"  # LMSample.extra key: per-candidate preference scores
 
@@ -288,3 +288,79 @@ class RecpoObjective:
 
     def load_state_dict(self, state: dict) -> None:
         pass
+
+
+# ----------------------------------------------------------------------------- config section
+def _recpo_config_cls():
+    """``recpo:`` section; built with ``create_model`` so the YAML key can be ``lambda``."""
+    from typing import Literal as _Lit
+
+    from pydantic import Field, create_model
+
+    from prefrec.config import Config
+
+    return create_model(
+        "RecpoConfig", __base__=Config,
+        __doc__="``recpo:`` section of the preference trainer config (used when ``loss: recpo``).",
+        margin=(_Lit["ratio", "log"], Field("ratio", description="ratio: lambda*s_w/s_j; log: lambda*log(1+s_w-s_j)")),
+        decay=(float, Field(0.5, ge=0, description="s = rating / (1 + step)^decay")),
+        max_follow=(int, Field(20, ge=1, description="future interactions used as candidates")),
+        max_cases=(int | None, Field(10_000, ge=1, description="seeded random subset of training cases (authors)")),
+        min_chosen_rating=(float, Field(4.0, description="drop cases whose top candidate is rated lower")),
+        max_history=(int, Field(10, ge=1, description="history window (S-DPO 10; RecPO authors 20)")),
+        min_history=(int, Field(3, ge=0, description="shortest history (S-DPO 3; RecPO authors 5)")),
+        **{"lambda": (float, Field(1.0, ge=0, description="margin weight; 0 = S-DPO"))},
+    )
+
+
+RecpoConfig = _recpo_config_cls()
+
+
+def recpo_options(cfg: Any) -> RecpoOptions:
+    """:class:`RecpoOptions` from a preference config's ``recpo`` section (validated)."""
+    sec = getattr(cfg, "recpo", None) or RecpoConfig()
+    opts = RecpoOptions(margin=sec.margin, lam=float(getattr(sec, "lambda")), decay=sec.decay)
+    opts.validate()
+    return opts
+
+
+def recpo_objective(cfg: Any) -> RecpoObjective:
+    """The trainer's objective for ``loss: recpo`` (reference-based unless ``reference_free``)."""
+    return RecpoObjective(recpo_options(cfg), reference_free=bool(getattr(cfg, "reference_free", False)))
+
+
+def recpo_train_samples(cfg: Any, limit: int | None, seed: int, to_sample: Callable[[Any], Any] | None = None,
+                        split_seed: int | None = None) -> list:
+    """RecPO training samples for ``cfg.dataset`` (must have ratings and timestamps).
+
+    Built over the training users of the same user split as the S-DPO samples
+    (``split_seed``, default ``seed``), rendered with the S-DPO prompt template
+    (``to_sample``: SequenceCase -> LMSample; default :func:`prefrec.lm.prompts.case_sample`
+    style converter found in :mod:`prefrec.lm.prompts`). ``limit`` keeps the first cases.
+    """
+    from prefrec.data.registry import load_dataset
+
+    sec = getattr(cfg, "recpo", None) or RecpoConfig()
+    ds = load_dataset(cfg.dataset, getattr(cfg, "data_dir", None))
+    sp = recpo_splits(ds, seed=split_seed if split_seed is not None else seed, max_history=sec.max_history,
+                      min_history=sec.min_history, decay=sec.decay, max_follow=sec.max_follow,
+                      max_cases=sec.max_cases, min_chosen_rating=sec.min_chosen_rating)
+    cases = sp["train"][:limit] if limit else sp["train"]
+    if to_sample is None:
+        to_sample = _default_converter(ds)
+    return recpo_lm_samples(cases, to_sample)
+
+
+def _default_converter(ds) -> Callable[[Any], Any]:
+    """The S-DPO pipeline's SequenceCase -> LMSample converter, looked up in prefrec.lm.prompts."""
+    try:
+        from prefrec.lm import prompts
+    except ImportError as e:
+        raise ConfigError("prefrec.lm.prompts is not available to render RecPO prompts", where="loss: recpo",
+                          fix="pass to_sample= explicitly") from e
+    for name in ("case_to_sample", "sample_from_case", "case_sample", "make_sample"):
+        fn = getattr(prompts, name, None)
+        if fn is not None:
+            return lambda c, _fn=fn: _fn(c, ds.catalog)
+    raise ConfigError("no SequenceCase -> LMSample converter found in prefrec.lm.prompts", where="loss: recpo",
+                      fix="pass to_sample= explicitly")
