@@ -1,0 +1,317 @@
+"""Prompts for LM recommendation: domain templates, LMSample building, context-length fitting.
+
+Templates are our own wording (not S-DPO's/LLaRA's), several paraphrases per domain, with
+three fixes over the peer prompts (research/lm_side.md §1.4): every template ends with the
+cue ``Answer:`` (the SFT loss and the answer ``" " + title + EOS`` start right after it), the
+candidate count is filled in (no "10 titles" above a list of 20), and no trailing space.
+
+**Template choice** is deterministic: ``template_index(history, candidates, seed)`` hashes the
+seed and the titles that appear in the prompt (history, then candidates, in order) with CRC32
+and takes it modulo the number of templates. A case therefore gets the same template in every
+epoch, in every process and whether it was built from item ids or imported from S-DPO JSON;
+a different ``seed`` re-draws all templates. (S-DPO draws a template at random on every access,
+which makes its test results depend on the RNG.)
+
+History: the last :data:`MAX_HISTORY` (10) items, oldest first; history and candidates are
+joined with ``", "``. Prompts that do not fit the model's context lose their oldest history
+items first (:func:`fit_prompt`); the number dropped is stored in ``extra["truncated"]`` and
+logged per dataset.
+
+Invalid cases raise :class:`DataError` naming the case: empty history, duplicate candidate
+ids, target not among the candidates (or ``target_pos`` not pointing at it), item ids outside
+the catalog, empty titles. Two *different* items with the same title in one candidate list
+(ML-100K has 18 duplicated titles) make the answer ambiguous: :func:`sample_from_case`
+raises; :func:`lm_samples` skips such cases and logs how many.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import random
+import re
+import zlib
+from dataclasses import replace
+from pathlib import Path
+from typing import Sequence
+
+from prefrec.errors import ConfigError, DataError
+from prefrec.lm.samples import LMSample
+
+log = logging.getLogger(__name__)
+
+MAX_HISTORY = 10
+N_CANDIDATES = 20
+CUE = "Answer:"
+SEP = ", "
+
+# {history}, {candidates}: titles joined with ", "; {n}: number of candidates.
+TEMPLATES: dict[str, tuple[str, ...]] = {
+    "movies": (
+        "A viewer has recently watched these films, oldest first: {history}. "
+        "Out of the {n} films below, pick the one they are most likely to watch next: {candidates}. "
+        "Reply with the exact title. Answer:",
+        "Watch history of a user: {history}. Which of these {n} movies should they see next? "
+        "Options: {candidates}. Answer:",
+        "You are a movie recommender. The user's last watched movies were {history}. "
+        "Choose exactly one title from this list of {n} candidates: {candidates}. Answer:",
+        "Given that someone enjoyed {history}, which movie from the following {n} would they "
+        "pick next? {candidates}. Answer:",
+        "Recently seen by the user (in order): {history}. Candidates ({n}): {candidates}. "
+        "Name the single best next movie for this user. Answer:",
+    ),
+    "music": (
+        "A listener has recently played music by these artists, oldest first: {history}. "
+        "Out of the {n} artists below, pick the one they will most likely play next: {candidates}. "
+        "Reply with the exact name. Answer:",
+        "Listening history of a user: {history}. Which of these {n} artists should they hear next? "
+        "Options: {candidates}. Answer:",
+        "You are a music recommender. The user's latest artists were {history}. "
+        "Choose exactly one artist from this list of {n} candidates: {candidates}. Answer:",
+        "Given that someone listened to {history}, which artist from the following {n} would they "
+        "play next? {candidates}. Answer:",
+        "Recently played by the user (in order): {history}. Candidates ({n}): {candidates}. "
+        "Name the single best next artist for this user. Answer:",
+    ),
+    "books": (
+        "A reader has recently finished these books, oldest first: {history}. "
+        "Out of the {n} books below, pick the one they are most likely to read next: {candidates}. "
+        "Reply with the exact title. Answer:",
+        "Reading history of a user: {history}. Which of these {n} books should they read next? "
+        "Options: {candidates}. Answer:",
+        "You are a book recommender. The user's last books were {history}. "
+        "Choose exactly one title from this list of {n} candidates: {candidates}. Answer:",
+        "Given that someone enjoyed reading {history}, which book from the following {n} would they "
+        "pick up next? {candidates}. Answer:",
+        "Recently read by the user (in order): {history}. Candidates ({n}): {candidates}. "
+        "Name the single best next book for this user. Answer:",
+    ),
+}
+DOMAIN_ALIASES = {"movie": "movies", "film": "movies", "films": "movies", "artists": "music",
+                  "artist": "music", "lastfm": "music", "book": "books", "goodreads": "books"}
+# dataset name -> (domain, loader kind)
+DATASETS = {
+    "ml-100k": "movies", "ml100k": "movies", "movielens": "movies", "llara-movielens": "movies",
+    "llara-lastfm": "music", "lastfm": "music",
+}
+
+
+def resolve_domain(domain: str) -> str:
+    d = DOMAIN_ALIASES.get(domain, domain)
+    if d not in TEMPLATES:
+        raise ConfigError(f"unknown prompt domain {domain!r}", where="domain",
+                          fix=f"use one of {', '.join(TEMPLATES)}")
+    return d
+
+
+def template_index(history: Sequence[str], candidates: Sequence[str], seed: int, n_templates: int) -> int:
+    """Deterministic template choice from the seed and the titles shown (see module docstring)."""
+    key = f"{seed}\x1e" + "\x1f".join(history) + "\x1e" + "\x1f".join(candidates)
+    return zlib.crc32(key.encode("utf-8")) % n_templates
+
+
+def build_prompt(history: Sequence[str], candidates: Sequence[str], domain: str = "movies", seed: int = 0,
+                 template: int | None = None) -> str:
+    """The prompt text for at most the last 10 history titles and the candidate titles."""
+    domain = resolve_domain(domain)
+    history = list(history)[-MAX_HISTORY:]
+    temps = TEMPLATES[domain]
+    k = template_index(history, candidates, seed, len(temps)) if template is None else template % len(temps)
+    return temps[k].format(history=SEP.join(history), candidates=SEP.join(candidates), n=len(candidates))
+
+
+def movie_title(raw: str) -> str:
+    """MovieLens title the LLaRA way: trailing ``(year)`` removed, ``", The"``/``", A"``/``", An"``
+    moved to the front (``"Usual Suspects, The (1995)"`` -> ``"The Usual Suspects"``)."""
+    t = re.sub(r"\s*\(\d{4}\)\s*$", "", raw.strip())
+    m = re.match(r"^(.*), (The|A|An)$", t)
+    return f"{m.group(2)} {m.group(1)}" if m else t
+
+
+def _check(history: Sequence[str], candidates: Sequence[str], target_index: int, where: str) -> None:
+    if not history:
+        raise DataError("empty history", where=where, fix="drop cases without history (S-DPO keeps 3+ items)")
+    if not candidates:
+        raise DataError("no candidates", where=where, fix="give the target and its negatives as candidates")
+    if not 0 <= target_index < len(candidates):
+        raise DataError(f"target index {target_index} outside the {len(candidates)} candidates", where=where,
+                        fix="include the target among the candidates exactly once")
+    for t in [*history, *candidates]:
+        if not t or not t.strip():
+            raise DataError("empty item title", where=where, fix="give every item a non-empty title")
+    if len(set(candidates)) != len(candidates):
+        dup = next(c for c in candidates if candidates.count(c) > 1)
+        raise DataError(f"candidate title {dup!r} appears twice, so the answer is ambiguous", where=where,
+                        fix="re-sample the negatives or make the titles unique")
+
+
+def sample_from_case(case, catalog, *, domain: str = "movies", seed: int = 0, title_fn=None) -> LMSample:
+    """Build an :class:`LMSample` (with prompt) from a ``SequenceCase`` and an ``ItemCatalog``.
+
+    ``title_fn`` maps catalog titles to displayed titles (e.g. :func:`movie_title`).
+    """
+    where = f"case user={case.user} target={case.target}"
+    cands = list(case.candidates)
+    if case.target not in cands:
+        raise DataError(f"target item {case.target} is not among the candidates", where=where,
+                        fix="build candidates with prefrec.data.sequences.add_candidates")
+    if len(set(cands)) != len(cands):
+        dup = next(c for c in cands if cands.count(c) > 1)
+        raise DataError(f"candidate item {dup} appears twice", where=where, fix="re-sample the negatives")
+    if case.target_pos >= 0 and (case.target_pos >= len(cands) or cands[case.target_pos] != case.target):
+        raise DataError(f"target_pos {case.target_pos} does not point at the target", where=where,
+                        fix="set target_pos = candidates.index(target)")
+    hist_ids = list(case.history)[-MAX_HISTORY:]
+    n = len(catalog)
+    for i in [*hist_ids, *cands]:
+        if not 0 <= int(i) < n:
+            raise DataError(f"item id {i} is not in the catalog ({n} items)", where=where,
+                            fix="use the catalog of the dataset the cases were built from")
+    fn = title_fn or (lambda s: s)
+    history = [fn(catalog.title(i)) for i in hist_ids]
+    titles = [fn(catalog.title(i)) for i in cands]
+    target_index = cands.index(case.target)
+    _check(history, titles, target_index, where)
+    k = template_index(history, titles, seed, len(TEMPLATES[resolve_domain(domain)]))
+    return LMSample(prompt=build_prompt(history, titles, domain, seed, template=k), history=history,
+                    candidates=titles, target_index=target_index, user=int(case.user),
+                    history_ids=[int(i) for i in hist_ids], item_ids=[int(i) for i in cands],
+                    extra={"truncated": 0, "template": k})
+
+
+def with_prompt(sample: LMSample, *, domain: str = "movies", seed: int = 0) -> LMSample:
+    """Fill the prompt of an imported sample (e.g. S-DPO JSON, ``prompt=""``) with the same rule
+    as :func:`sample_from_case`, so both routes give identical prompts."""
+    history = list(sample.history)[-MAX_HISTORY:]
+    _check(history, sample.candidates, sample.target_index, str(sample.extra.get("source", "sample")))
+    ids = sample.history_ids[-MAX_HISTORY:] if sample.history_ids else sample.history_ids
+    k = template_index(history, sample.candidates, seed, len(TEMPLATES[resolve_domain(domain)]))
+    return replace(sample, prompt=build_prompt(history, sample.candidates, domain, seed, template=k),
+                   history=history, history_ids=ids,
+                   extra={**sample.extra, "truncated": sample.extra.get("truncated", 0), "template": k})
+
+
+def fit_prompt(sample: LMSample, tokenizer, max_length: int, *, domain: str = "movies", seed: int = 0) -> LMSample:
+    """Drop the oldest history items until prompt + the longest candidate answer (+EOS) fit in
+    ``max_length`` tokens. The template stays the one chosen for the full history (the choice is
+    made once, before truncation, so truncating never changes the wording)."""
+    from prefrec.lm.tokens import encode_answer, encode_prompt
+
+    longest = max(len(encode_answer(tokenizer, c)) for c in sample.candidates)
+    temps = TEMPLATES[resolve_domain(domain)]
+    k = sample.extra.get("template")
+    if k is None:
+        k = template_index(sample.history, sample.candidates, seed, len(temps))
+    history = list(sample.history)
+    prompt = sample.prompt or build_prompt(history, sample.candidates, domain, seed, template=k)
+    dropped = 0
+    while len(encode_prompt(tokenizer, prompt)) + longest > max_length:
+        if len(history) <= 1:
+            raise DataError(f"the prompt does not fit in max_length={max_length} tokens even with one history "
+                            "item", where=str(sample.extra.get("source", f"user {sample.user}")),
+                            fix="raise max_length or use fewer/shorter candidates")
+        history = history[1:]
+        dropped += 1
+        prompt = build_prompt(history, sample.candidates, domain, seed, template=k)
+    if not dropped:
+        return sample
+    ids = sample.history_ids[dropped:] if sample.history_ids else sample.history_ids
+    return replace(sample, prompt=prompt, history=history, history_ids=ids,
+                   extra={**sample.extra, "truncated": sample.extra.get("truncated", 0) + dropped})
+
+
+def fit_prompts(samples: list[LMSample], tokenizer, max_length: int, *, domain: str = "movies",
+                seed: int = 0) -> list[LMSample]:
+    """:func:`fit_prompt` over a list; logs how many prompts lost how many history items."""
+    out = [fit_prompt(s, tokenizer, max_length, domain=domain, seed=seed) for s in samples]
+    cut = [s.extra.get("truncated", 0) for s in out]
+    n_cut = sum(1 for c in cut if c)
+    if n_cut:
+        log.warning("%d of %d prompts exceeded max_length=%d: dropped %d oldest history items in total",
+                    n_cut, len(out), max_length, sum(cut))
+    return out
+
+
+# ----------------------------------------------------------------------------- datasets
+def dataset_domain(dataset: str) -> str:
+    if dataset in DATASETS:
+        return DATASETS[dataset]
+    return "movies"
+
+
+@functools.lru_cache(maxsize=4)
+def _ml100k_cases(data_dir: str, seed: int):
+    from prefrec.data.registry import load_dataset
+    from prefrec.data.sequences import ml100k_lm_splits
+
+    ds = load_dataset("ml-100k", data_dir=data_dir)
+    return ds.catalog, ml100k_lm_splits(ds, seed=seed)
+
+
+@functools.lru_cache(maxsize=4)
+def _llara_cases(name: str, data_dir: str, split: str):
+    from prefrec.data.registry import load_dataset
+    from prefrec.data.sequences import cases_from_llara
+
+    ds = load_dataset(name, data_dir=data_dir)
+    return ds.catalog, cases_from_llara(ds, split)
+
+
+def _subsample(n: int, limit: int | None, seed: int) -> list[int]:
+    """Indices kept by ``limit``: a seeded uniform sample, in original order (a plain prefix
+    would keep only the first few users)."""
+    if limit is None or limit >= n:
+        return list(range(n))
+    return sorted(random.Random(f"limit:{seed}").sample(range(n), limit))
+
+
+def lm_samples(dataset: str, split: str, *, data_dir=None, limit: int | None = None, seed: int = 0,
+               domain: str | None = None) -> list[LMSample]:
+    """Prompted samples of one split.
+
+    ``dataset``: ``ml-100k`` (LLaRA-style: users split 8:1:1 with ``seed``, sliding windows,
+    20 candidates; titles via :func:`movie_title`), ``llara-lastfm`` (S-DPO's exact candidate
+    lists; splits train/val/test), ``llara-movielens`` (val/test), or a path to an S-DPO JSON
+    file (``split`` is then ignored; a folder holding ``<split>.json`` also works).
+    ``seed`` chooses templates (and the ML-100K split); ``limit`` keeps a seeded subsample.
+    """
+    from prefrec.data.datadir import data_dir as resolve_data_dir
+
+    dom = resolve_domain(domain or dataset_domain(dataset))
+    p = Path(dataset).expanduser()
+    if dataset not in DATASETS and (p.suffix in (".json", ".jsonl") or p.is_dir()):
+        from prefrec.data.readers import read_sdpo_json
+
+        f = p / f"{split}.json" if p.is_dir() else p
+        if not f.exists():
+            raise DataError(f"no such S-DPO JSON file {str(f)!r}", where="dataset",
+                            fix="give a JSON file of records with historyList, itemList, trueSelection")
+        raw = read_sdpo_json(f)
+        return [with_prompt(raw[i], domain=dom, seed=seed) for i in _subsample(len(raw), limit, seed)]
+    if dataset not in DATASETS:
+        raise ConfigError(f"unknown LM dataset {dataset!r}", where="dataset",
+                          fix=f"use one of {', '.join(sorted(DATASETS))} or a path to an S-DPO JSON file")
+    root = str(resolve_data_dir(data_dir))
+    title_fn = None
+    if DATASETS[dataset] == "movies":
+        title_fn = movie_title
+    if dataset in ("ml-100k", "ml100k", "movielens"):
+        catalog, splits = _ml100k_cases(root, seed)
+        if split not in splits:
+            raise ConfigError(f"unknown split {split!r}", where="split", fix=f"use one of {', '.join(splits)}")
+        cases = splits[split]
+    else:
+        name = "llara-lastfm" if dataset in ("llara-lastfm", "lastfm") else "llara-movielens"
+        catalog, cases = _llara_cases(name, root, split)
+    out, skipped = [], 0
+    for i in _subsample(len(cases), limit, seed):
+        try:
+            out.append(sample_from_case(cases[i], catalog, domain=dom, seed=seed, title_fn=title_fn))
+        except DataError as e:
+            if "appears twice" not in e.what:
+                raise
+            skipped += 1
+    if skipped:
+        log.info("%s/%s: skipped %d of %d cases whose candidates share a title", dataset, split, skipped,
+                 skipped + len(out))
+    return out
