@@ -119,3 +119,17 @@ def test_unknown_loss_label(tmp_path):
     f = tiny_study(tmp_path, losses=("bpr", "pls"))
     with pytest.raises(ConfigError, match="did you mean 'psl'"):
         load_experiment(f)
+
+
+def test_demo_config_loads_and_lists_stages(tmp_path, capsys):
+    """configs/demo.yaml is valid and `prefrec demo --dry-run` plans its CF grid without training."""
+    make_tiny_ml100k(tmp_path / "data")
+    assert main(["demo", "--dry-run", "--data-dir", str(tmp_path / "data"), f"output_dir={tmp_path}"]) == 0
+    out = capsys.readouterr().out
+    for label in ("bpr", "sl", "psl"):
+        assert f"cf           {label}" in out
+
+
+def test_demo_without_data_fails_fast(tmp_path, capsys):
+    assert main(["demo", "--data-dir", str(tmp_path)]) == 2
+    assert "ml-100k" in capsys.readouterr().err
