@@ -20,25 +20,22 @@ import pytest
 
 from test_experiment import make_tiny_ml100k
 
-STUDY = """\
-name: resume
+CONFIG = """\
+name: killed
 output_dir: {out}
 seed: 11
-data_dir: {data}
-cf:
-  base:
-    data: {{dataset: ml-100k}}
-    model: {{dim: 8}}
-    train: {{epochs: 8, batch_size: 8, negatives: 4, eval_every: 3, ks: [5, 10], select_metric: NDCG@10,
-             checkpoint_every: 1, threads: 1}}
-  losses: [bpr]
+data: {{dataset: ml-100k}}
+model: {{dim: 8}}
+loss: {{name: bpr}}
+train: {{epochs: 8, batch_size: 8, negatives: 4, eval_every: 3, ks: [5, 10], select_metric: NDCG@10,
+        checkpoint_every: 1, threads: 1}}
 """
 
 
-def _prefrec(*args: str, **kw) -> subprocess.Popen:
+def _prefrec(*args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "prefrec.cli", "-q", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _final(run: Path) -> dict:
@@ -51,13 +48,13 @@ def _final(run: Path) -> dict:
 
 def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     data = make_tiny_ml100k(tmp_path / "data", n_users=60, n_items=40, per_user=14)
-    killed_f, ref_f = tmp_path / "killed.yaml", tmp_path / "ref.yaml"
-    killed_f.write_text(STUDY.format(out=tmp_path / "killed", data=data))
-    ref_f.write_text(STUDY.format(out=tmp_path / "ref", data=data))
+    cfg_file = tmp_path / "cf.yaml"
+    cfg_file.write_text(CONFIG.format(out=tmp_path / "runs"))
+    argv = ["train-cf", "--config", str(cfg_file), "--data-dir", str(data)]
 
     # 1. start, wait for the first complete checkpoint, SIGKILL.
-    run = tmp_path / "killed" / "resume" / "bpr"
-    p = _prefrec("run", str(killed_f))
+    run = tmp_path / "runs" / "killed"
+    p = _prefrec(*argv)
     deadline = time.time() + 120
     while not list((run / "checkpoints").glob("step-*/state.json")):
         assert p.poll() is None, f"training ended before a checkpoint appeared: {p.communicate()}"
@@ -66,26 +63,49 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     p.send_signal(signal.SIGKILL)
     p.wait()
     assert p.returncode == -signal.SIGKILL
-    assert not (run / "results.json").exists(), "the kill came too late to test anything"
-    stage = json.loads((run / "stage.json").read_text())
-    assert stage["status"] == "running"
+    rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+    assert not any(r.get("split") == "test" for r in rows), "the kill came too late to test anything"
 
-    # 2. the same command again resumes the interrupted stage from its checkpoint.
-    p = _prefrec("run", str(killed_f))
+    # 2. --resume continues from the checkpoint.
+    p = _prefrec(*argv, "--resume")
     out, err = p.communicate(timeout=300)
     assert p.returncode == 0, err
-    assert "resuming" in err
 
     # 3. an uninterrupted run with the same seed, in-process.
-    from prefrec.experiment import load_experiment, run_experiment
+    from prefrec.cf.config import CFConfig
+    from prefrec.config import load_config
+    from prefrec.train.cf import train_cf
 
-    run_experiment(load_experiment(ref_f), echo=lambda s: None)
-    ref = tmp_path / "ref" / "resume" / "bpr"
-    assert _final(run) == _final(ref)
-    a = json.loads((run / "results.json").read_text())["metrics"]
-    b = json.loads((ref / "results.json").read_text())["metrics"]
-    assert a == b
-    # the history of the resumed run has no duplicated epochs
+    ref_cfg = load_config(CFConfig, cfg_file, ["name=ref"])
+    ref_result = train_cf(ref_cfg, data_dir=data)
+    assert _final(run) == _final(tmp_path / "runs" / "ref")
+    assert {k: v for k, v in _final(run).items() if k not in ("epoch", "split")} == ref_result["test"]
+    # the history of the resumed run has every epoch once
     epochs = [json.loads(ln)["epoch"] for ln in (run / "metrics.jsonl").read_text().splitlines()
               if json.loads(ln).get("split") == "train"]
     assert epochs == list(range(1, 9))
+
+
+def test_prefrec_run_resumes_an_interrupted_stage(tmp_path, monkeypatch):
+    """A stage whose stage.json says "running" (the study was killed) is resumed, not restarted;
+    a finished one is skipped; --force restarts."""
+    from prefrec import experiment as ex
+    from test_experiment import tiny_study
+
+    f = tiny_study(tmp_path, losses=("bpr",))
+    exp = ex.load_experiment(f)
+    stage = ex.plan(exp)[0]
+    calls = []
+
+    def fake(stage, resume):
+        calls.append(resume)
+        stage.run_dir.mkdir(parents=True, exist_ok=True)
+        (stage.run_dir / "results.json").write_text('{"metrics": {"NDCG@10": 0.5}}')
+        return {"NDCG@10": 0.5}
+
+    monkeypatch.setattr(ex, "_run_cf", fake)
+    ex._write_stage_file(stage, "running")
+    ex.run_experiment(exp, echo=lambda s: None)
+    ex.run_experiment(exp, echo=lambda s: None)
+    ex.run_experiment(exp, force=True, echo=lambda s: None)
+    assert calls == [True, False]  # resumed; then skipped (no call); then forced fresh

@@ -1,0 +1,693 @@
+"""Preference training of an LM recommender: DPO, Softmax-DPO, or any ranking loss over rewards.
+
+Per example: prompt x, chosen item y_w (the true next item), K negatives drawn from the other
+candidates; implicit reward ``r(y) = beta * (log pi_theta(y|x) - log pi_ref(y|x))`` (summed
+over the answer tokens + EOS). S-DPO (Chen et al., NeurIPS 2024) minimises
+``softplus(logsumexp_k(r_k - r_w))``; K = 1 is DPO. Any :func:`prefrec.losses.make_loss` name
+works over the same rewards (``loss: psl`` + ``loss_kwargs``), and :class:`Objective` is the
+hook NAPO / RecPO plug into (they need extra per-example data and margins, not another loop).
+
+Why this is several times faster than the peer trainer (``research/lm_side.md`` §1.5):
+
+* the policy scores the 1+K answers of an example behind ONE copy of its prompt
+  (:func:`prefrec.lm.scoring.candidate_logps`), not 1+K concatenations;
+* the reference is never run during training: log pi_ref of all candidates of every example is
+  computed once (same fast path, no grad) and cached on disk (:mod:`prefrec.lm.ref_cache`). So
+  negatives are re-sampled every epoch for free, and no reference copy sits in memory.
+
+Reference model. The starting point is an SFT run. When SFT trained a LoRA adapter, it is
+MERGED into the base weights and a FRESH LoRA is added for preference training (rather than
+continuing the SFT adapter, as the peer does). Why: the reference must be exactly the SFT
+model; with a merged base, "adapters disabled" *is* the SFT model (with a continued adapter
+disabling it would give the pre-SFT base, so the peer keeps a second model copy), and with a
+fresh adapter (B = 0) policy == reference at step 0, so the first loss is exactly log(1+K).
+Since the reference values come from the cache, full fine-tuning (``use_peft: false``) needs no
+copy either.
+
+Distributed (``accelerate launch --cpu --num_processes N``): every rank holds the model, the
+global batch is split over ranks, and the trainable gradients are averaged with ONE flat
+all-reduce per optimizer step. We do not wrap the model in DDP: the scoring function calls the
+model with a packed 4D mask and needs the PEFT wrapper's methods, and one all-reduce of the
+LoRA gradients (a few MB) is all DDP would do here. The reference cache is computed in shards
+(row i on rank i % N), summed, and written by rank 0.
+
+Outputs in ``output_dir``: ``config.yaml``, ``metrics.jsonl`` (TRL names: ``loss``,
+``rewards/chosen``, ``rewards/rejected`` (mean over K), ``rewards/margins``,
+``rewards/accuracies`` (chosen beats ALL rejected), ``logps/chosen``, ``logps/rejected``, and
+``eval_*`` for validation), ``checkpoints/step-*`` (atomic safetensors; ``--resume``),
+``final/`` (loadable with :func:`prefrec.models.lm.load_trained_lm`), ``plots/*.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import Field
+
+from prefrec.config import Config, config_hash, dump_config
+from prefrec.errors import ConfigError, DataError, PrefrecError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["PreferenceConfig", "TrainingError", "Objective", "RewardLoss", "PreferenceBatch",
+           "sample_negatives", "preference_step", "train_preference", "reward_stats"]
+
+LLAMA_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class TrainingError(PrefrecError):
+    """Training cannot go on (non-finite loss, inconsistent resume state)."""
+
+
+class PreferenceConfig(Config):
+    """``prefrec dpo`` / ``prefrec sdpo``. Knob names follow TRL's DPOConfig where one exists."""
+
+    output_dir: str = "runs/sdpo"
+    model: str = Field("smollm2-135m", description="SFT run dir, saved model folder, model name, or 'tiny'")
+    dataset: str = "ml-100k"
+    data_dir: str | None = None
+    train_split: str = "train"
+    eval_split: str = "valid"
+    train_limit: int | None = Field(200, ge=1)
+    eval_limit: int | None = Field(50, ge=0)
+    seed: int = 42
+
+    loss: str = "sdpo"
+    loss_kwargs: dict[str, Any] = Field(default_factory=dict)
+    beta: float = Field(1.0, description="reward scale; must be > 0")
+    num_negatives: int = Field(3, ge=1, description="K; 1 = DPO")
+    resample_negatives: bool = Field(True, description="new negatives each epoch (false = fixed once, as the peer)")
+    reference_free: bool = Field(False, description="rewards = beta * log pi (NAPO/SimPO style); no cache")
+
+    learning_rate: float = Field(1e-5, gt=0)
+    lr_scheduler_type: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float | None = 0.3
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    per_device_train_batch_size: int = Field(4, ge=1)
+    per_device_eval_batch_size: int = Field(8, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    num_train_epochs: float = Field(1.0, gt=0)
+    max_steps: int = Field(-1, description="optimizer steps; > 0 overrides num_train_epochs")
+
+    use_peft: bool = True
+    lora_r: int = Field(8, ge=1)
+    lora_alpha: float = 32
+    lora_dropout: float = Field(0.1, ge=0, lt=1)
+    lora_target_modules: list[str] = Field(default_factory=lambda: list(LLAMA_PROJECTIONS))
+    gradient_checkpointing: bool = False
+    scoring_chunk: int | None = Field(None, ge=1, description="candidates packed behind one prompt copy")
+
+    logging_steps: int = Field(1, ge=1)
+    eval_steps: int = Field(0, ge=0, description="0 = at the end of every epoch and of training")
+    save_steps: int = Field(0, ge=0, description="0 = at the end of every epoch and of training")
+    save_total_limit: int = Field(2, ge=1)
+    save_final_model: bool = True
+    plots: bool = True
+
+    ref_cache_dir: str | None = Field(None, description="folder of reference caches (default: <output_dir>/../.ref_cache)")
+    ref_cache: str | None = Field(None, description="explicit cache file; must match model+data+tokenizer")
+    ref_batch_size: int = Field(4, ge=1)
+
+
+def validate_config(cfg: PreferenceConfig) -> None:
+    """Checks pydantic cannot express alone; every message names the key and the fix."""
+    from prefrec.losses import LOSS_NAMES, make_loss
+
+    if not (cfg.beta > 0 and math.isfinite(cfg.beta)):
+        raise ConfigError(f"beta={cfg.beta} must be a finite number > 0 (it scales the rewards; "
+                          "beta <= 0 flips or removes the preference)", where="beta",
+                          fix="use beta: 1.0 (S-DPO default) or 0.1 (TRL default)")
+    if cfg.loss == "dpo" and cfg.num_negatives != 1:
+        raise ConfigError(f"loss 'dpo' takes one negative, num_negatives={cfg.num_negatives}",
+                          where="num_negatives", fix="set num_negatives: 1, or loss: sdpo for K > 1")
+    if cfg.loss not in LOSS_NAMES:
+        make_loss(cfg.loss, **cfg.loss_kwargs)  # raises with a did-you-mean
+    try:
+        make_loss(cfg.loss, **cfg.loss_kwargs)
+    except TypeError as e:
+        raise ConfigError(f"bad loss_kwargs for {cfg.loss!r}: {e}", where="loss_kwargs",
+                          fix="see prefrec.losses for each loss's hyperparameters") from e
+    if cfg.reference_free and cfg.ref_cache:
+        raise ConfigError("reference_free is on but ref_cache is set", where="ref_cache",
+                          fix="remove one of them")
+
+
+# ----------------------------------------------------------------------------------- objective
+@dataclass
+class PreferenceBatch:
+    """What an objective sees for one micro-batch.
+
+    ``policy`` / ``reference``: (B, 1+K) summed answer log-probs, column 0 = chosen.
+    ``rows``: indices into ``samples``; ``cols``: (B, 1+K) candidate indices of each column.
+    NAPO / RecPO objectives read per-candidate data (``samples[i].extra``, ``item_ids``) by
+    ``rows``/``cols``.
+    """
+
+    policy: torch.Tensor
+    reference: torch.Tensor
+    rows: list[int]
+    cols: torch.Tensor
+    samples: Sequence[Any]
+    beta: float
+
+
+class Objective:
+    """Maps a :class:`PreferenceBatch` to ``(loss, per_row, extra_metrics)``.
+
+    The default :class:`RewardLoss` covers DPO, S-DPO and every CF ranking loss; NAPO (shared
+    negatives + dynamic margin, :mod:`prefrec.lm.napo`) and RecPO (per-negative margin) become
+    subclasses selected by ``loss`` name, with their state saved via ``state_dict``.
+    """
+
+    def __call__(self, batch: PreferenceBatch) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+class RewardLoss(Objective):
+    """``make_loss(name, **kwargs)(r_w, r_neg)`` over implicit rewards ``beta * (pi - ref)``."""
+
+    def __init__(self, name: str, **kwargs: Any):
+        from prefrec.losses import make_loss
+
+        self.name = name
+        self.fn = make_loss(name, **kwargs)
+
+    def __call__(self, batch: PreferenceBatch):
+        r = batch.beta * (batch.policy - batch.reference)
+        per_row = self.fn(r[:, 0], r[:, 1:])
+        return per_row.mean(), per_row, {}
+
+
+def build_objective(cfg: PreferenceConfig) -> Objective:
+    return RewardLoss(cfg.loss, **cfg.loss_kwargs)
+
+
+def reward_stats(policy: torch.Tensor, reference: torch.Tensor, beta: float) -> dict[str, float]:
+    """TRL's preference metrics for one batch (detached, means over rows)."""
+    with torch.no_grad():
+        r = beta * (policy.detach() - reference.detach())
+        chosen, rejected = r[:, 0], r[:, 1:]
+        return {
+            "rewards/chosen": chosen.mean().item(),
+            "rewards/rejected": rejected.mean().item(),
+            "rewards/margins": (chosen - rejected.mean(1)).mean().item(),
+            "rewards/accuracies": (chosen > rejected.max(1).values).float().mean().item(),
+            "logps/chosen": policy[:, 0].detach().mean().item(),
+            "logps/rejected": policy[:, 1:].detach().mean().item(),
+        }
+
+
+def preference_step(model, tokenizer, samples: Sequence[Any], rows: Sequence[int], cols: torch.Tensor,
+                    reference: torch.Tensor, objective: Objective, beta: float, *,
+                    chunk: int | None = None, grad: bool = True
+                    ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Loss and metrics of one micro-batch: policy scored with the shared-prefix fast path,
+    reference read from the cache (``reference`` (B, 1+K), aligned with ``cols``)."""
+    from prefrec.lm.scoring import candidate_logps
+
+    prompts = [samples[i].prompt for i in rows]
+    cands = [[samples[i].candidates[j] for j in c] for i, c in zip(rows, cols.tolist())]
+    policy = candidate_logps(model, tokenizer, prompts, cands, grad=grad, chunk=chunk)
+    reference = reference.to(policy.device, policy.dtype)
+    batch = PreferenceBatch(policy=policy, reference=reference, rows=list(rows), cols=cols,
+                            samples=samples, beta=beta)
+    loss, _, extra = objective(batch)
+    stats = reward_stats(policy, reference, beta)
+    stats["loss"] = loss.item()
+    stats.update(extra)
+    return loss, stats
+
+
+# ----------------------------------------------------------------------------------- data
+def check_samples(samples: Sequence[Any], k: int, tokenizer, where: str) -> None:
+    """K must fit every sample's negatives, and every title must tokenize to something."""
+    from prefrec.lm.tokens import encode_answer
+
+    if not samples:
+        raise DataError("no samples", where=where, fix="check the dataset, split and *_limit settings")
+    seen: set[str] = set()
+    for i, s in enumerate(samples):
+        avail = len(s.candidates) - 1
+        if k > avail:
+            raise ConfigError(
+                f"num_negatives={k} but sample {i} has only {avail} non-target candidates",
+                where="num_negatives", fix=f"use num_negatives <= {avail}")
+        if not 0 <= s.target_index < len(s.candidates):
+            raise DataError(f"sample {i}: target_index {s.target_index} outside its "
+                            f"{len(s.candidates)} candidates", where=where, fix="fix the sample builder")
+        for t in s.candidates:
+            if t not in seen:
+                seen.add(t)
+                try:
+                    encode_answer(tokenizer, t)
+                except DataError as e:
+                    raise DataError(f"sample {i}: candidate title {t!r} tokenizes to nothing", where=where,
+                                    fix="give every item a non-empty title (check the catalog)") from e
+
+
+def sample_negatives(samples: Sequence[Any], k: int, seed: int, epoch: int, resample: bool) -> torch.Tensor:
+    """(N, 1+K) candidate columns: target first, then K distinct non-targets drawn uniformly.
+
+    A pure function of (seed, epoch) so a resumed run draws the same negatives;
+    ``resample=False`` uses epoch 0's draw for every epoch (the peer's behaviour).
+    """
+    rng = random.Random(f"{seed}:{epoch if resample else 0}")
+    out = torch.empty((len(samples), 1 + k), dtype=torch.long)
+    for i, s in enumerate(samples):
+        others = [j for j in range(len(s.candidates)) if j != s.target_index]
+        out[i, 0] = s.target_index
+        out[i, 1:] = torch.tensor(rng.sample(others, k))
+    return out
+
+
+def _epoch_order(n: int, seed: int, epoch: int, size: int) -> list[int]:
+    """A permutation of range(n), wrapped around to a multiple of ``size`` (every rank gets
+    full micro-batches, like DistributedSampler's padding)."""
+    rng = random.Random(f"order:{seed}:{epoch}")
+    order = list(range(n))
+    rng.shuffle(order)
+    pad = (-n) % size
+    return order + order[:pad]
+
+
+def load_samples(cfg: PreferenceConfig, split: str, limit: int | None, seed: int):
+    from prefrec.lm.prompts import lm_samples
+
+    return lm_samples(cfg.dataset, split, data_dir=cfg.data_dir, limit=limit, seed=seed)
+
+
+# ----------------------------------------------------------------------------------- model
+def load_reference_model(cfg: PreferenceConfig):
+    """The SFT model as a plain causal LM (LoRA merged) + tokenizer: this IS the reference."""
+    from prefrec.models.lm import META_FILE, load_lm, load_trained_lm, tiny_lm
+
+    if cfg.model == "tiny":
+        model, tok = tiny_lm(seed=cfg.seed, initializer_range=0.3)
+        return model, tok
+    p = Path(cfg.model).expanduser()
+    if p.is_dir() and ((p / "final" / META_FILE).exists() or (p / META_FILE).exists()):
+        model, tok = load_trained_lm(p)
+        if hasattr(model, "merge_and_unload"):
+            model = model.merge_and_unload()
+        return model, tok
+    return load_lm(cfg.model)
+
+
+def attach_trainable(model, cfg: PreferenceConfig):
+    """Fresh LoRA (B = 0, so policy == reference at step 0) or full fine-tuning."""
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if getattr(model, "config", None) is not None:
+        model.config.use_cache = False
+    if cfg.use_peft:
+        from prefrec.models.lm import apply_lora
+
+        model = apply_lora(model, {"r": cfg.lora_r, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout,
+                                   "target_modules": cfg.lora_target_modules})
+    else:
+        for p in model.parameters():
+            p.requires_grad_(True)
+    return model
+
+
+def _trainable(model) -> dict[str, torch.nn.Parameter]:
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+# ----------------------------------------------------------------------------------- helpers
+class _Dist:
+    """Thin layer over torch.distributed so single-process runs need no process group."""
+
+    def __init__(self, accelerator):
+        self.acc = accelerator
+        self.world = accelerator.num_processes
+        self.rank = accelerator.process_index
+        self.main = accelerator.is_main_process
+
+    def sum_(self, t: torch.Tensor) -> torch.Tensor:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            self.acc.wait_for_everyone()
+
+
+def _write_jsonl(path: Path, row: dict) -> None:
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+
+
+def make_plots(run_dir: str | Path) -> list[Path]:
+    """Validation loss and preferred-item reward over steps -> ``plots/*.png`` (matplotlib Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(run_dir)
+    rows = _read_jsonl(run_dir / "metrics.jsonl")
+    out_dir = run_dir / "plots"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    train = [r for r in rows if "loss" in r]
+    ev = [r for r in rows if "eval_loss" in r]
+    paths = []
+    specs = [("loss.png", "loss", [("loss", train, "train loss"), ("eval_loss", ev, "validation loss")]),
+             ("rewards.png", "reward (beta * log-ratio)",
+              [("rewards/chosen", train, "train: preferred item"), ("rewards/rejected", train, "train: negatives"),
+               ("eval_rewards/chosen", ev, "validation: preferred item"),
+               ("eval_rewards/rejected", ev, "validation: negatives")])]
+    for fname, ylabel, series in specs:
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        for key, data, label in series:
+            pts = [(r["step"], r[key]) for r in data if key in r]
+            if pts:
+                xs, ys = zip(*pts)
+                ax.plot(xs, ys, marker="o" if key.startswith("eval") else None, ms=3, label=label,
+                        alpha=0.5 if not key.startswith("eval") else 1.0)
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{run_dir.name}: {ylabel}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        p = out_dir / fname
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        paths.append(p)
+    return paths
+
+
+# ----------------------------------------------------------------------------------- trainer
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    final_metrics: dict[str, float] = field(default_factory=dict)
+    eval_metrics: dict[str, float] = field(default_factory=dict)
+
+
+def evaluate_loss(model, tokenizer, samples, cols, ref, objective, beta, dist: _Dist, batch_size: int,
+                  chunk: int | None = None) -> dict[str, float]:
+    """Validation loss and reward metrics over fixed negatives, sharded over ranks, no grad."""
+    was = model.training
+    model.eval()
+    keys = ["loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
+            "logps/chosen", "logps/rejected"]
+    tot = torch.zeros(len(keys) + 1, dtype=torch.float64)
+    mine = list(range(dist.rank, len(samples), dist.world))
+    try:
+        with torch.no_grad():
+            for s in range(0, len(mine), batch_size):
+                rows = mine[s:s + batch_size]
+                c = cols[rows]
+                loss, st = preference_step(model, tokenizer, samples, rows, c, ref[rows], objective, beta,
+                                           chunk=chunk, grad=False)
+                n = len(rows)
+                for j, k in enumerate(keys):
+                    tot[j] += st[k] * n
+                tot[-1] += n
+    finally:
+        model.train(was)
+    dist.sum_(tot)
+    n = max(tot[-1].item(), 1.0)
+    return {f"eval_{k}": tot[j].item() / n for j, k in enumerate(keys)}
+
+
+def train_preference(cfg: PreferenceConfig, *, resume: bool = False, model=None, tokenizer=None,
+                     train_samples: Sequence[Any] | None = None, eval_samples: Sequence[Any] | None = None,
+                     objective: Objective | None = None) -> TrainResult:
+    """Run (or resume) a preference-training run; see the module docstring.
+
+    ``model``/``tokenizer`` (a plain causal LM = the reference) and ``train_samples`` /
+    ``eval_samples`` may be given directly (tests, notebooks); otherwise they come from
+    ``cfg.model`` and ``cfg.dataset``.
+    """
+    from accelerate import Accelerator
+
+    from prefrec.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+    from prefrec.lm import ref_cache as rc
+
+    validate_config(cfg)
+    acc = Accelerator(cpu=not torch.cuda.is_available())
+    dist = _Dist(acc)
+    run_dir = Path(cfg.output_dir)
+    ckpt_root = run_dir / "checkpoints"
+    metrics_path = run_dir / "metrics.jsonl"
+    start = latest_checkpoint(ckpt_root) if resume else None
+    if resume and start is None:
+        log.warning("--resume: no checkpoint in %s; starting from scratch", ckpt_root)
+    if not resume and dist.main and latest_checkpoint(ckpt_root) is not None:
+        raise ConfigError(f"{run_dir} already holds checkpoints of a run", where="output_dir",
+                          fix="pass --resume to continue it, or choose another output_dir")
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+
+    # --- model (= reference) and data
+    if model is None:
+        model, tokenizer = load_reference_model(cfg)
+    if train_samples is None:
+        train_samples = load_samples(cfg, cfg.train_split, cfg.train_limit, cfg.seed)
+    if eval_samples is None:
+        eval_samples = load_samples(cfg, cfg.eval_split, cfg.eval_limit, cfg.seed) if cfg.eval_limit != 0 else []
+    k = cfg.num_negatives
+    check_samples(train_samples, k, tokenizer, where=f"{cfg.dataset}:{cfg.train_split}")
+    if eval_samples:
+        check_samples(eval_samples, k, tokenizer, where=f"{cfg.dataset}:{cfg.eval_split}")
+
+    # --- reference log-probs of all candidates, once
+    ref_keys: dict[str, str] = {}
+    if cfg.reference_free:
+        ref_train = torch.zeros(len(train_samples), max(len(s.candidates) for s in train_samples))
+        ref_eval = torch.zeros(len(eval_samples), max((len(s.candidates) for s in eval_samples), default=1))
+    else:
+        cache_dir = Path(cfg.ref_cache_dir) if cfg.ref_cache_dir else run_dir.parent / ".ref_cache"
+        mfp, tfp = rc.model_fingerprint(model), rc.tokenizer_fingerprint(tokenizer)
+
+        def parts(samples):
+            return {"model": mfp, "data": rc.data_fingerprint(samples), "tokenizer": tfp,
+                    "format": str(rc.FORMAT_VERSION)}
+
+        c_train = rc.load_or_compute(model, tokenizer, train_samples, cache_dir=cache_dir, path=cfg.ref_cache,
+                                     batch_size=cfg.ref_batch_size, parts=parts(train_samples))
+        ref_train = c_train.logps
+        ref_keys["train"] = c_train.key
+        if eval_samples:
+            c_eval = rc.load_or_compute(model, tokenizer, eval_samples, cache_dir=cache_dir,
+                                        batch_size=cfg.ref_batch_size, parts=parts(eval_samples))
+            ref_eval = c_eval.logps
+            ref_keys["eval"] = c_eval.key
+        else:
+            ref_eval = torch.zeros(0, 1)
+
+    model = attach_trainable(model, cfg)
+    model.train()
+    params = _trainable(model)
+    if not params:
+        raise ConfigError("the model has no trainable parameters", where="use_peft/lora_target_modules",
+                          fix="check lora_target_modules names against the model's modules")
+    objective = objective or build_objective(cfg)
+
+    # --- schedule
+    bs, accum = cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps
+    global_micro = bs * dist.world
+    micro_per_epoch = math.ceil(len(train_samples) / global_micro)
+    if cfg.max_steps > 0:
+        total_steps = cfg.max_steps
+    else:
+        total_steps = max(1, math.ceil(cfg.num_train_epochs * micro_per_epoch / accum))
+    steps_per_epoch = micro_per_epoch / accum
+
+    from transformers import get_scheduler
+
+    optimizer = torch.optim.AdamW(list(params.values()), lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                                  betas=(cfg.adam_beta1, cfg.adam_beta2))
+    scheduler = get_scheduler(cfg.lr_scheduler_type, optimizer,
+                              num_warmup_steps=int(round(cfg.warmup_ratio * total_steps)),
+                              num_training_steps=total_steps)
+
+    step = 0
+    if start is not None:
+        parts_, state = load_checkpoint(start)
+        if state.get("ref_keys", {}) != ref_keys:
+            raise rc.StaleCacheError(
+                "the checkpoint was trained against other reference log-probs than the current "
+                "model/data give (the SFT model, data or tokenizer changed since)", where=str(start),
+                fix="resume with the original model and data, or start a new run (another output_dir)")
+        missing = set(params) - set(parts_["model"])
+        if missing:
+            raise TrainingError(f"checkpoint lacks {len(missing)} trainable tensors (e.g. {sorted(missing)[0]})",
+                                where=str(start), fix="resume with the same use_peft/lora_* settings")
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(parts_["model"][n])
+        optimizer.load_state_dict(parts_["optimizer"])
+        scheduler.load_state_dict(parts_["scheduler"])
+        objective.load_state_dict(state.get("objective", {}))
+        torch.set_rng_state(parts_["rng"]["torch"])
+        step = int(state["step"])
+        if dist.main:  # forget metrics logged after the checkpoint (they will be logged again)
+            rows = [r for r in _read_jsonl(metrics_path) if r.get("step", 0) <= step]
+            metrics_path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        log.info("resumed from %s (step %d)", start, step)
+    elif dist.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        metrics_path.write_text("", encoding="utf-8")
+    if dist.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        dump_config(cfg, run_dir / "config.yaml")
+    dist.barrier()
+
+    eval_cols = sample_negatives(eval_samples, k, cfg.seed + 1, 0, False) if eval_samples else None
+    eval_ref = (ref_eval.gather(1, eval_cols) if eval_samples else None)
+
+    def run_eval() -> dict[str, float]:
+        if not eval_samples:
+            return {}
+        m = evaluate_loss(model, tokenizer, eval_samples, eval_cols, eval_ref, objective, cfg.beta, dist,
+                          cfg.per_device_eval_batch_size, cfg.scoring_chunk)
+        if dist.main:
+            _write_jsonl(metrics_path, {"step": step, "epoch": round(step / steps_per_epoch, 4), **m})
+        return m
+
+    def save(final: bool = False) -> None:
+        if dist.main:
+            state = {"ref_keys": ref_keys, "config_hash": config_hash(cfg), "objective": objective.state_dict(),
+                     "epoch": step / steps_per_epoch}
+            save_checkpoint(ckpt_root, step, {"model": {n: p.detach() for n, p in params.items()},
+                                              "optimizer": optimizer.state_dict(),
+                                              "scheduler": scheduler.state_dict(),
+                                              "rng": {"torch": torch.get_rng_state()}},
+                            state, keep=cfg.save_total_limit)
+        dist.barrier()
+
+    neg_cache: dict[int, torch.Tensor] = {}
+
+    def cols_for(epoch: int) -> torch.Tensor:
+        if epoch not in neg_cache:
+            neg_cache.clear()
+            neg_cache[epoch] = sample_negatives(train_samples, k, cfg.seed, epoch, cfg.resample_negatives)
+        return neg_cache[epoch]
+
+    keys = ["loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
+            "logps/chosen", "logps/rejected"]
+    last_train: dict[str, float] = {}
+    last_eval: dict[str, float] = {}
+    t_start = time.perf_counter()
+    while step < total_steps:
+        t0 = time.perf_counter()
+        tot = torch.zeros(len(keys) + 1, dtype=torch.float64)
+        epoch_of_step = 0
+        for m in range(accum):
+            g = step * accum + m                      # global micro-batch index: resume is exact
+            epoch, within = divmod(g, micro_per_epoch)
+            epoch_of_step = epoch
+            order = _epoch_order(len(train_samples), cfg.seed, epoch, global_micro)
+            chunk_rows = order[within * global_micro:(within + 1) * global_micro]
+            rows = chunk_rows[dist.rank * bs:(dist.rank + 1) * bs]
+            cols = cols_for(epoch)[rows]
+            ref = ref_train[torch.tensor(rows)[:, None], cols]
+            loss, st = preference_step(model, tokenizer, train_samples, rows, cols, ref, objective, cfg.beta,
+                                       chunk=cfg.scoring_chunk)
+            bad = torch.tensor([0.0 if math.isfinite(st["loss"]) else 1.0])
+            if dist.sum_(bad).item() > 0:
+                raise TrainingError(
+                    f"the loss is not finite ({st['loss']}) at optimizer step {step + 1}, epoch {epoch}, "
+                    f"micro-batch {within} (samples {rows}) on rank {dist.rank}",
+                    where=str(run_dir),
+                    fix="lower learning_rate or beta, check the reference cache (delete it to rebuild), "
+                        "and resume from the last checkpoint with --resume")
+            (loss / accum).backward()
+            for j, key in enumerate(keys):
+                tot[j] += st[key]
+            tot[-1] += 1
+        # average gradients over ranks: one flat all-reduce of the trainable tensors
+        if dist.world > 1:
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params.values()]
+            flat = torch.cat([x.reshape(-1) for x in grads])
+            dist.sum_(flat)
+            flat /= dist.world
+            off = 0
+            for p, gr in zip(params.values(), grads):
+                n = gr.numel()
+                p.grad = flat[off:off + n].view_as(p).clone()
+                off += n
+        gnorm = float("nan")
+        if cfg.max_grad_norm:
+            gnorm = float(torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.max_grad_norm))
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        dist.sum_(tot)
+        last_train = {key: tot[j].item() / tot[-1].item() for j, key in enumerate(keys)}
+        if dist.main and (step % cfg.logging_steps == 0 or step == total_steps):
+            row = {"step": step, "epoch": round(step / steps_per_epoch, 4), **last_train,
+                   "grad_norm": gnorm, "learning_rate": scheduler.get_last_lr()[0],
+                   "step_time": round(time.perf_counter() - t0, 3)}
+            _write_jsonl(metrics_path, row)
+            log.info("step %d/%d loss %.4f acc %.3f margin %.3f (%.1f s)", step, total_steps, row["loss"],
+                     row["rewards/accuracies"], row["rewards/margins"], row["step_time"])
+        epoch_end = (step * accum) // micro_per_epoch > epoch_of_step
+        if (cfg.eval_steps and step % cfg.eval_steps == 0) or (not cfg.eval_steps and epoch_end) \
+                or step == total_steps:
+            last_eval = run_eval()
+        if (cfg.save_steps and step % cfg.save_steps == 0) or (not cfg.save_steps and epoch_end) \
+                or step == total_steps:
+            save()
+    log.info("trained %d steps in %.1f s", step, time.perf_counter() - t_start)
+
+    if dist.main:
+        if cfg.plots:
+            try:
+                make_plots(run_dir)
+            except ImportError:
+                log.warning("matplotlib is not installed: no plots (pip install 'prefrec[plot]')")
+        if cfg.save_final_model:
+            _save_final(model, tokenizer, cfg, run_dir, last_eval)
+        (run_dir / "summary.json").write_text(json.dumps(
+            {"steps": step, "train": last_train, "eval": last_eval, "ref_cache": ref_keys,
+             "seconds": round(time.perf_counter() - t_start, 1)}, indent=1))
+    dist.barrier()
+    return TrainResult(run_dir=run_dir, steps=step, final_metrics=last_train, eval_metrics=last_eval)
+
+
+def _save_final(model, tokenizer, cfg: PreferenceConfig, run_dir: Path, eval_metrics: dict) -> None:
+    """``final/``: the adapter merged into the (SFT-merged) base, saved as a full model, so
+    :func:`prefrec.models.lm.load_trained_lm` and the evaluator load it like any run; the
+    adapter alone goes to ``adapter/`` (small, for inspection or re-use)."""
+    from prefrec.models.lm import save_trained_lm
+
+    extra = {"stage": "preference", "loss": cfg.loss, "beta": cfg.beta, "num_negatives": cfg.num_negatives,
+             "start": cfg.model, "eval": eval_metrics}
+    if cfg.use_peft:
+        model.save_pretrained(run_dir / "adapter", safe_serialization=True)
+        model = model.merge_and_unload()
+    save_trained_lm(model, tokenizer, run_dir / "final", base=cfg.model, lora=None, extra=extra)
