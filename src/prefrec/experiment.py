@@ -16,10 +16,13 @@ Schema (``extra=forbid`` everywhere: an unknown key is an error naming the close
       backbones: [mf]
       losses: [bpr, sl, psl]   #   labels; a label in `presets` applies its dotted overrides,
       presets: {psl: {loss.name: psl, loss.tau: 0.05}}   # otherwise it is the loss name
-    lm:                        # optional: SFT -> S-DPO on a causal LM
-      sft: {...}               #   the SFT config (prefrec.train.sft)
-      sdpo: {...}              #   the preference config (prefrec.train.preference)
-      evaluate: {...}          #   evaluation options (prefrec.lm.evaluate)
+    lm:                        # optional: untuned -> SFT -> preference runs on a causal LM
+      model: smollm2-135m      #   any HF id / local path / smollm2-135m
+      dataset: ml-100k
+      sft: {...}               #   a partial SFT config (prefrec.train.sft.SFTConfig)
+      preference:              #   label -> partial preference config (prefrec.train.preference)
+        sdpo: {loss: sdpo, num_negatives: 3}
+      evaluate: {split: test, limit: 200, mode: both, base: true}
     report: {main_metric: NDCG@20, tensorboard: false}
 
 Each stage writes into ``<output_dir>/<name>/<label>/`` and, when it finished, a
@@ -69,12 +72,34 @@ class CFStudy(Config):
     """label -> dotted overrides, e.g. ``psl-relu: {loss.name: psl, loss.activation: relu}``."""
 
 
-class LMStudy(Config):
-    """LM stages: SFT, then preference optimization on top of it, then evaluation."""
+class LMEvalSpec(Config):
+    """How every LM stage is evaluated: the same test cases for the base model, SFT and each
+    preference run, so the rows of the table are comparable."""
 
+    split: str = "test"
+    limit: int | None = Field(200, ge=1)
+    """Number of test cases (the first N of the split, in order; None = all)."""
+    mode: str = Field("both", pattern="^(generate|rank|both)$")
+    max_new_tokens: int = Field(20, ge=1)
+    gen_batch_size: int = Field(8, ge=1)
+    rank_batch_size: int = Field(4, ge=1)
+    base: bool = True
+    """Also evaluate the untuned model (the row SFT must beat)."""
+
+
+class LMStudy(Config):
+    """LM stages: the untuned model, SFT, then preference runs started from the SFT model.
+
+    ``sft`` and each ``preference`` entry are partial trainer configs (``prefrec.train.sft``,
+    ``prefrec.train.preference``); ``model``, ``dataset``, ``data_dir``, ``seed`` and
+    ``output_dir`` are set by the study."""
+
+    model: str = "smollm2-135m"
+    dataset: str = "ml-100k"
     sft: dict[str, Any] | None = None
-    sdpo: dict[str, Any] | None = None
-    evaluate: dict[str, Any] | None = None
+    preference: dict[str, dict[str, Any]] = {}
+    """label -> preference config, e.g. ``{sdpo: {loss: sdpo, num_negatives: 3}, dpo: {loss: dpo, num_negatives: 1}}``."""
+    evaluate: LMEvalSpec = LMEvalSpec()
 
 
 class ReportSpec(Config):
@@ -108,6 +133,8 @@ class Stage:
     run_dir: Path
     runner: Callable[["Stage", bool], dict[str, Any]]
     upstream: list[str] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)
+    """Stage settings outside the trainer config (e.g. the LM evaluation spec); part of the key."""
     key: str = ""
     in_report: bool = True
 
@@ -209,9 +236,12 @@ def study_dir(exp: Experiment) -> Path:
     return Path(exp.output_dir) / exp.name
 
 
-def _stage_key(kind: str, cfg: Any, upstream: list[str]) -> str:
-    return config_hash({"kind": kind, "config": cfg.model_dump(mode="json") if hasattr(cfg, "model_dump") else cfg,
-                        "upstream": upstream})
+def _stage_key(kind: str, cfg: Any, upstream: list[str], options: dict[str, Any] | None = None) -> str:
+    data = {"kind": kind, "config": cfg.model_dump(mode="json") if hasattr(cfg, "model_dump") else cfg,
+            "upstream": upstream}
+    if options:
+        data["options"] = options
+    return config_hash(data)
 
 
 def plan(exp: Experiment) -> list[Stage]:
@@ -236,7 +266,7 @@ def plan(exp: Experiment) -> list[Stage]:
                           where="cf.losses", fix="list each loss label once")
     keys: dict[str, str] = {}
     for s in stages:
-        s.key = _stage_key(s.kind, s.config, [keys[u] for u in s.upstream])
+        s.key = _stage_key(s.kind, s.config, [keys[u] for u in s.upstream], s.options)
         keys[s.label] = s.key
     if not stages:
         raise ConfigError("the study has no stages", where="experiment",
@@ -268,10 +298,108 @@ def _run_cf(stage: Stage, resume: bool) -> dict[str, Any]:
     return metrics
 
 
+LM_COLUMNS = ["HR@1", "ValidRatio", "rank HR@1", "rank HR@5", "rank NDCG@5"]
+"""Report columns of LM stages: generation HR@1 / ValidRatio, candidate-ranking HR@K / NDCG@K."""
+
+
+def _lm_stage_config(cls: type, data: dict, exp: Experiment, where: str, **fixed: Any):
+    for k in ("output_dir", "seed", "data_dir"):
+        if k in data:
+            raise ConfigError(f"{where}.{k} is set by the study", where=where,
+                              fix=f"remove {where}.{k}; the study's output_dir/seed/data_dir apply")
+    merged = {"dataset": exp.lm.dataset, **data, **fixed, "seed": exp.seed, "data_dir": exp.data_dir}
+    return _validate(cls, merged, where)
+
+
 def _plan_lm(exp: Experiment, root: Path) -> list[Stage]:
-    """LM stages (SFT -> S-DPO -> evaluation) -- filled in as the LM trainers land."""
-    raise ConfigError("the 'lm' section is not supported by this version", where="lm",
-                      fix="remove the 'lm' section (LM stages are not available yet)")
+    """Stages ``lm-base`` (untuned model, evaluation only), ``sft``, then one per preference label."""
+    from prefrec.train.preference import PreferenceConfig, validate_config
+
+    lm = exp.lm
+    assert lm is not None
+    _check_dataset_name(lm.dataset, "lm.dataset")
+    stages: list[Stage] = []
+    ev = {"evaluate": lm.evaluate.model_dump(mode="json")}
+    if lm.evaluate.base:
+        stages.append(Stage(label="lm-base", kind="evaluate-lm", run_dir=root / "lm-base", runner=_run_lm_base,
+                            config={"model": lm.model, "dataset": lm.dataset, "seed": exp.seed}, options=ev))
+    if lm.sft is None:
+        if lm.preference:
+            raise ConfigError("preference stages start from the SFT model", where="lm.preference",
+                              fix="add an lm.sft section (e.g. sft: {max_steps: 20})")
+        return stages
+    from prefrec.train.sft import SFTConfig
+
+    sft_dir = root / "sft"
+    sft = _lm_stage_config(SFTConfig, dict(lm.sft), exp, "lm.sft", model=lm.model, output_dir=str(sft_dir))
+    stages.append(Stage(label="sft", kind="sft", config=sft, run_dir=sft_dir, runner=_run_sft, options=ev))
+    for label, data in lm.preference.items():
+        if label in ("sft", "lm-base"):
+            raise ConfigError(f"preference label {label!r} clashes with a built-in stage", where="lm.preference",
+                              fix="name it e.g. sdpo, dpo, sdpo-k7")
+        if "model" in data:
+            raise ConfigError(f"lm.preference.{label}.model is set by the study (the SFT run)",
+                              where=f"lm.preference.{label}", fix="remove it")
+        run_dir = root / label
+        cfg = _lm_stage_config(PreferenceConfig, dict(data), exp, f"lm.preference.{label}",
+                               model=str(sft_dir), output_dir=str(run_dir))
+        validate_config(cfg)
+        stages.append(Stage(label=label, kind="preference", config=cfg, run_dir=run_dir,
+                            runner=_run_preference, upstream=["sft"], options=ev))
+    return stages
+
+
+def _evaluate_lm_stage(stage: Stage, model, tokenizer, dataset: str, seed: int) -> dict[str, Any]:
+    """Evaluate on the study's test cases; flat metrics for the report + ``eval/`` details."""
+    from prefrec.lm.evaluate import evaluate_lm
+    from prefrec.lm.prompts import lm_samples
+
+    spec = LMEvalSpec(**stage.options["evaluate"])
+    samples = lm_samples(dataset, spec.split, data_dir=os.environ.get("PREFREC_DATA"), limit=spec.limit, seed=seed)
+    res = evaluate_lm(model, tokenizer, samples, mode=spec.mode, out_dir=stage.run_dir / "eval",
+                      max_new_tokens=spec.max_new_tokens, gen_batch_size=spec.gen_batch_size,
+                      rank_batch_size=spec.rank_batch_size, meta={"stage": stage.label, "dataset": dataset})
+    flat: dict[str, Any] = {"n_cases": len(samples)}
+    if "generate" in res:
+        flat.update({"HR@1": res["generate"]["HR@1"], "ValidRatio": res["generate"]["ValidRatio"]})
+    if "rank" in res:
+        flat.update({f"rank {k}": v for k, v in res["rank"].items() if "@" in k or k == "MRR"})
+    return flat
+
+
+def _run_lm_base(stage: Stage, resume: bool) -> dict[str, Any]:
+    from prefrec.models.lm import load_lm
+
+    t0 = time.time()
+    model, tok = load_lm(stage.config["model"])
+    metrics = _evaluate_lm_stage(stage, model, tok, stage.config["dataset"], stage.config["seed"])
+    _write_results(stage, metrics, time.time() - t0, model=stage.config["model"])
+    return metrics
+
+
+def _run_sft(stage: Stage, resume: bool) -> dict[str, Any]:
+    from prefrec.models.lm import load_trained_lm
+    from prefrec.train.sft import train_sft
+
+    t0 = time.time()
+    res = train_sft(stage.config, resume=resume)
+    model, tok = load_trained_lm(stage.run_dir)
+    metrics = _evaluate_lm_stage(stage, model, tok, stage.config.dataset, stage.config.seed)
+    _write_results(stage, metrics, time.time() - t0, train_steps=res.steps)
+    return metrics
+
+
+def _run_preference(stage: Stage, resume: bool) -> dict[str, Any]:
+    from prefrec.models.lm import load_trained_lm
+    from prefrec.train.preference import train_preference
+
+    t0 = time.time()
+    res = train_preference(stage.config, resume=resume)
+    model, tok = load_trained_lm(stage.run_dir)
+    metrics = _evaluate_lm_stage(stage, model, tok, stage.config.dataset, stage.config.seed)
+    _write_results(stage, metrics, time.time() - t0, train_steps=res.steps,
+                   loss=stage.config.loss, num_negatives=stage.config.num_negatives)
+    return metrics
 
 
 # ----------------------------------------------------------------------------- loading
@@ -377,22 +505,29 @@ def run_experiment(exp: Experiment, *, force: bool = False, only: list[str] | No
         echo(f"{head}: finished in {wall:.1f} s")
         ran.append(stage.label)
     runs = [s.run_dir for s in stages if s.in_report and s.run_dir.exists()]
+    columns: Any = exp.report.columns
+    if exp.lm is not None:
+        columns = {"LM recommenders (same test cases, 20 candidates each)": LM_COLUMNS}
+        if exp.cf is not None:
+            columns = {"Embedding recommenders (full ranking)": exp.report.columns or ["Recall@20", "NDCG@20"],
+                       **columns}
     report = write_report(runs, root, title=f"{exp.name}: prefrec study", main_metric=exp.report.main_metric,
-                          columns=exp.report.columns, study_config=study_text,
+                          columns=columns, study_config=study_text,
                           tensorboard=exp.report.tensorboard)
     return StudyResult(report=report, stages=stages, ran=ran, skipped=skipped, wall_time=time.time() - t0)
 
 
 def table_of(report: Path) -> str:
-    """The results table of a report (for printing at the end of a study)."""
+    """The results table(s) of a report (for printing at the end of a study)."""
     lines = report.read_text(encoding="utf-8").splitlines()
-    out, inside = [], False
-    for line in lines:
-        if line.startswith("| run |") and not out:
-            inside = True
-        if inside:
-            if not line.startswith("|"):
-                break
+    start = lines.index("## Results") if "## Results" in lines else 0
+    out: list[str] = []
+    for line in lines[start + 1:]:
+        if line.startswith("## "):
+            break
+        if line.startswith("|") or line.startswith("### "):
+            if line.startswith("### ") and out:
+                out.append("")
             out.append(line)
     return "\n".join(out)
 

@@ -383,9 +383,12 @@ def export_tensorboard(runs: Sequence[RunRecord], logdir: str | Path) -> Path:
 # ----------------------------------------------------------------------------- the report
 def write_report(run_dirs: Sequence[str | Path] | Sequence[RunRecord], out_dir: str | Path, *,
                  title: str = "prefrec report", main_metric: str | None = None,
-                 columns: Sequence[str] | None = None, study_config: str | None = None,
+                 columns: Sequence[str] | dict[str, Sequence[str]] | None = None, study_config: str | None = None,
                  tensorboard: bool = False, notes: Sequence[str] = ()) -> Path:
-    """Write ``out_dir/report.md`` and ``out_dir/plots/*.png`` for the given runs; returns the path."""
+    """Write ``out_dir/report.md`` and ``out_dir/plots/*.png`` for the given runs; returns the path.
+
+    ``columns`` may map table titles to column lists (a study with CF and LM stages has two
+    tables with different metrics); a run goes into every table for which it has a value."""
     runs = [r if isinstance(r, RunRecord) else load_run(r) for r in run_dirs]
     if not runs:
         raise ConfigError("no runs to report on", where="report", fix="pass at least one run directory")
@@ -396,7 +399,14 @@ def write_report(run_dirs: Sequence[str | Path] | Sequence[RunRecord], out_dir: 
              f"Generated {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by prefrec.",
              ""]
     lines += ["## Results", "", "Best value of each column in **bold** "
-              "(lowest for losses and times, highest otherwise).", "", results_table(runs, columns), ""]
+              "(lowest for losses and times, highest otherwise).", ""]
+    if isinstance(columns, dict):
+        for caption, cols in columns.items():
+            group = [r for r in runs if any(c in r.results for c in cols)]
+            if group:
+                lines += [f"### {caption}", "", results_table(group, cols), ""]
+    else:
+        lines += [results_table(runs, columns), ""]
     for n in notes:
         lines += [n, ""]
     lines += ["## Runs", "", "| run | directory | seed | wall time | logged steps |", "| --- | --- | ---: | ---: | ---: |"]
