@@ -55,6 +55,8 @@ from pydantic import Field
 
 from prefrec.config import Config, config_hash, dump_config
 from prefrec.errors import ConfigError, DataError, PrefrecError
+from prefrec.lm.napo import NapoConfig
+from prefrec.lm.recpo import RecpoConfig
 
 log = logging.getLogger(__name__)
 
@@ -76,13 +78,15 @@ class PreferenceConfig(Config):
     dataset: str = "ml-100k"
     data_dir: str | None = None
     train_split: str = "train"
-    eval_split: str = "valid"
+    eval_split: str = "val"
     train_limit: int | None = Field(200, ge=1)
     eval_limit: int | None = Field(50, ge=0)
     seed: int = 42
 
-    loss: str = "sdpo"
+    loss: str = Field("sdpo", description="sdpo | dpo | napo | recpo | any prefrec.losses name (psl, bpr, sl, bsl)")
     loss_kwargs: dict[str, Any] = Field(default_factory=dict)
+    napo: NapoConfig = Field(default_factory=NapoConfig, description="used when loss: napo")
+    recpo: RecpoConfig = Field(default_factory=RecpoConfig, description="used when loss: recpo")
     beta: float = Field(1.0, description="reward scale; must be > 0")
     num_negatives: int = Field(3, ge=1, description="K; 1 = DPO")
     resample_negatives: bool = Field(True, description="new negatives each epoch (false = fixed once, as the peer)")
@@ -132,6 +136,12 @@ def validate_config(cfg: PreferenceConfig) -> None:
     if cfg.loss == "dpo" and cfg.num_negatives != 1:
         raise ConfigError(f"loss 'dpo' takes one negative, num_negatives={cfg.num_negatives}",
                           where="num_negatives", fix="set num_negatives: 1, or loss: sdpo for K > 1")
+    if cfg.loss in OBJECTIVE_LOSSES:
+        if cfg.loss_kwargs:
+            raise ConfigError(f"loss {cfg.loss!r} takes its options from the {cfg.loss}: section, "
+                              f"not loss_kwargs ({sorted(cfg.loss_kwargs)})", where="loss_kwargs",
+                              fix=f"move them under {cfg.loss}: (e.g. {cfg.loss}.{next(iter(cfg.loss_kwargs))})")
+        return
     if cfg.loss not in LOSS_NAMES:
         make_loss(cfg.loss, **cfg.loss_kwargs)  # raises with a did-you-mean
     try:
@@ -196,7 +206,23 @@ class RewardLoss(Objective):
         return per_row.mean(), per_row, {}
 
 
-def build_objective(cfg: PreferenceConfig) -> Objective:
+OBJECTIVE_LOSSES = ("napo", "recpo")  # losses with their own objective and config section
+
+
+def build_objective(cfg: PreferenceConfig, world_size: int = 1) -> Objective:
+    """The objective for ``cfg.loss``: NAPO / RecPO from their sections, else a reward loss.
+
+    Built before any model is loaded, so a bad ``napo:``/``recpo:`` value fails in a second.
+    ``world_size`` matters for NAPO: sharing needs >= 2 examples per GLOBAL batch.
+    """
+    if cfg.loss == "napo":
+        from prefrec.lm.napo import napo_objective
+
+        return napo_objective(cfg, world_size)
+    if cfg.loss == "recpo":
+        from prefrec.lm.recpo import recpo_objective
+
+        return recpo_objective(cfg)
     return RewardLoss(cfg.loss, **cfg.loss_kwargs)
 
 
@@ -289,9 +315,44 @@ def _epoch_order(n: int, seed: int, epoch: int, size: int) -> list[int]:
 
 
 def load_samples(cfg: PreferenceConfig, split: str, limit: int | None, seed: int):
+    """Prompted samples of ``split``; RecPO's TRAINING samples are its own follow-sequence
+    cases (preference scores in ``extra``), rendered with the same template as S-DPO's."""
     from prefrec.lm.prompts import lm_samples
 
+    if cfg.loss == "recpo" and split == cfg.train_split:
+        return recpo_samples(cfg, limit, seed)
     return lm_samples(cfg.dataset, split, data_dir=cfg.data_dir, limit=limit, seed=seed)
+
+
+def recpo_samples(cfg: PreferenceConfig, limit: int | None, seed: int) -> list:
+    """RecPO training samples for ``cfg.dataset`` (needs ratings and timestamps, else a
+    :class:`DataError` naming the dataset). Converted exactly as :func:`lm_samples` converts
+    S-DPO cases (domain, template seed, title cleaning), so only the candidates differ; cases
+    whose candidates share a title are skipped, as there."""
+    from prefrec.data.registry import load_dataset
+    from prefrec.lm import prompts
+    from prefrec.lm.recpo import recpo_lm_samples, recpo_splits
+
+    ds = load_dataset(cfg.dataset, cfg.data_dir)
+    sec = cfg.recpo
+    sp = recpo_splits(ds, seed=seed, max_history=sec.max_history, min_history=sec.min_history,
+                      decay=sec.decay, max_follow=sec.max_follow, max_cases=sec.max_cases,
+                      min_chosen_rating=sec.min_chosen_rating)
+    dom = prompts.resolve_domain(prompts.dataset_domain(cfg.dataset))
+    title_fn = prompts.movie_title if dom == "movies" else None
+
+    def to_sample(case):
+        return prompts.sample_from_case(case, ds.catalog, domain=dom, seed=seed, title_fn=title_fn)
+
+    cases = sp["train"]
+    out = []
+    for i in prompts._subsample(len(cases), limit, seed):
+        try:
+            out.extend(recpo_lm_samples([cases[i]], to_sample))
+        except DataError as e:
+            if "appears twice" not in e.what:
+                raise
+    return out
 
 
 # ----------------------------------------------------------------------------------- model
@@ -303,7 +364,13 @@ def load_reference_model(cfg: PreferenceConfig):
         model, tok = tiny_lm(seed=cfg.seed, initializer_range=0.3)
         return model, tok
     p = Path(cfg.model).expanduser()
-    if p.is_dir() and ((p / "final" / META_FILE).exists() or (p / META_FILE).exists()):
+    if not p.exists() and len(p.parts) > 1 and (p.parts[0] == "runs" or Path(p.parts[0]).is_dir()):
+        # "runs/ml100k_sft" would otherwise be taken for a hub id (org/name) and downloaded
+        raise ConfigError(f"model {cfg.model!r}: no such run directory", where="model",
+                          fix="run SFT first (prefrec sft --config configs/ml100k_sft.yaml writes "
+                              "<output_dir>/final/), or point model at an existing run / saved folder")
+    run_like = (p / "final").is_dir() or (p / "checkpoints").is_dir() or (p / META_FILE).exists()
+    if p.is_dir() and run_like:  # load_trained_lm says "run SFT until it finishes" if final/ is missing
         model, tok = load_trained_lm(p)
         if hasattr(model, "merge_and_unload"):
             model = model.merge_and_unload()
@@ -469,14 +536,16 @@ def train_preference(cfg: PreferenceConfig, *, resume: bool = False, model=None,
                           fix="pass --resume to continue it, or choose another output_dir")
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
+    # config and data errors surface before the (slow) model load
+    objective = objective or build_objective(cfg, dist.world)
 
-    # --- model (= reference) and data
-    if model is None:
-        model, tokenizer = load_reference_model(cfg)
+    # --- data, then model (= reference)
     if train_samples is None:
         train_samples = load_samples(cfg, cfg.train_split, cfg.train_limit, cfg.seed)
     if eval_samples is None:
         eval_samples = load_samples(cfg, cfg.eval_split, cfg.eval_limit, cfg.seed) if cfg.eval_limit != 0 else []
+    if model is None:
+        model, tokenizer = load_reference_model(cfg)
     k = cfg.num_negatives
     check_samples(train_samples, k, tokenizer, where=f"{cfg.dataset}:{cfg.train_split}")
     if eval_samples:
@@ -513,7 +582,6 @@ def train_preference(cfg: PreferenceConfig, *, resume: bool = False, model=None,
     if not params:
         raise ConfigError("the model has no trainable parameters", where="use_peft/lora_target_modules",
                           fix="check lora_target_modules names against the model's modules")
-    objective = objective or build_objective(cfg)
 
     # --- schedule
     bs, accum = cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps
