@@ -263,13 +263,10 @@ def preference_step(model, tokenizer, samples: Sequence[Any], rows: Sequence[int
 
 
 # ----------------------------------------------------------------------------------- data
-def check_samples(samples: Sequence[Any], k: int, tokenizer, where: str) -> None:
-    """K must fit every sample's negatives, and every title must tokenize to something."""
-    from prefrec.lm.tokens import encode_answer
-
+def check_negatives(samples: Sequence[Any], k: int, where: str) -> None:
+    """K must fit every sample's negatives (checked before any model is loaded)."""
     if not samples:
         raise DataError("no samples", where=where, fix="check the dataset, split and *_limit settings")
-    seen: set[str] = set()
     for i, s in enumerate(samples):
         avail = len(s.candidates) - 1
         if k > avail:
@@ -279,6 +276,15 @@ def check_samples(samples: Sequence[Any], k: int, tokenizer, where: str) -> None
         if not 0 <= s.target_index < len(s.candidates):
             raise DataError(f"sample {i}: target_index {s.target_index} outside its "
                             f"{len(s.candidates)} candidates", where=where, fix="fix the sample builder")
+
+
+def check_samples(samples: Sequence[Any], k: int, tokenizer, where: str) -> None:
+    """K must fit every sample's negatives, and every title must tokenize to something."""
+    from prefrec.lm.tokens import encode_answer
+
+    check_negatives(samples, k, where)
+    seen: set[str] = set()
+    for i, s in enumerate(samples):
         for t in s.candidates:
             if t not in seen:
                 seen.add(t)
@@ -544,9 +550,12 @@ def train_preference(cfg: PreferenceConfig, *, resume: bool = False, model=None,
         train_samples = load_samples(cfg, cfg.train_split, cfg.train_limit, cfg.seed)
     if eval_samples is None:
         eval_samples = load_samples(cfg, cfg.eval_split, cfg.eval_limit, cfg.seed) if cfg.eval_limit != 0 else []
+    k = cfg.num_negatives
+    check_negatives(train_samples, k, where=f"{cfg.dataset}:{cfg.train_split}")
+    if eval_samples:
+        check_negatives(eval_samples, k, where=f"{cfg.dataset}:{cfg.eval_split}")
     if model is None:
         model, tokenizer = load_reference_model(cfg)
-    k = cfg.num_negatives
     check_samples(train_samples, k, tokenizer, where=f"{cfg.dataset}:{cfg.train_split}")
     if eval_samples:
         check_samples(eval_samples, k, tokenizer, where=f"{cfg.dataset}:{cfg.eval_split}")
