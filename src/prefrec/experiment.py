@@ -368,10 +368,12 @@ def _evaluate_lm_stage(stage: Stage, model, tokenizer, dataset: str, seed: int) 
 
 
 def _run_lm_base(stage: Stage, resume: bool) -> dict[str, Any]:
-    from prefrec.models.lm import load_lm
+    from types import SimpleNamespace
+
+    from prefrec.train.preference import load_reference_model
 
     t0 = time.time()
-    model, tok = load_lm(stage.config["model"])
+    model, tok = load_reference_model(SimpleNamespace(model=stage.config["model"], seed=stage.config["seed"]))
     metrics = _evaluate_lm_stage(stage, model, tok, stage.config["dataset"], stage.config["seed"])
     _write_results(stage, metrics, time.time() - t0, model=stage.config["model"])
     return metrics
