@@ -21,7 +21,9 @@ examples:
   prefrec sft --config configs/ml100k_sft.yaml train_limit=64 max_steps=8 output_dir=/tmp/sft_smoke
   prefrec sft --config configs/lastfm_sft.yaml learning_rate=1e-4 num_train_epochs=2
   prefrec sft --config configs/ml100k_sft.yaml --resume        # continue a killed run
-  accelerate launch --cpu --num_processes 2 -m prefrec.cli sft --config configs/ml100k_sft.yaml
+  # 2 processes on CPU: --multi_gpu selects accelerate's torchrun launcher and works without GPUs
+  # (with --cpu, accelerate 1.x starts ONE process whatever --num_processes says)
+  accelerate launch --multi_gpu --num_processes 2 -m prefrec.cli sft --config configs/ml100k_sft.yaml
 """
 
 

@@ -17,9 +17,12 @@ Every rank knows the global order of examples, so it divides by the global token
 and the gradients are SUMMED over ranks; N processes x batch B then compute exactly what one
 process with batch N*B computes (TRL's per-device mean would weight short answers differently).
 
-Distributed and checkpoints follow :mod:`prefrec.train.preference`: ``accelerate launch --cpu
---num_processes N``, one flat all-reduce of the trainable gradients per optimizer step (no DDP
-wrapper), atomic safetensors checkpoints, ``--resume``. Dropout RNG is re-seeded from
+Distributed and checkpoints follow :mod:`prefrec.train.preference`: ``accelerate launch --multi_gpu
+--num_processes N`` (also on CPU-only machines: it starts torchrun, and the trainer asks for
+``cpu=True`` -> gloo; ``--cpu --num_processes N`` starts a single process in accelerate 1.x,
+which is detected and warned about) or ``torchrun --nproc_per_node N``; one flat all-reduce of
+the trainable gradients per optimizer step (no DDP wrapper), atomic safetensors checkpoints,
+``--resume``. Dropout RNG is re-seeded from
 (seed, micro-batch, rank) before every micro-batch, so a resumed run draws the same masks as an
 uninterrupted one on every rank without saving per-rank RNG states.
 
@@ -36,6 +39,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import random
 import sys
 import time
@@ -292,6 +296,17 @@ def evaluate_sft(model, examples: Sequence[SFTExample], pad_id: int, dist: _Dist
     return {"eval_loss": tot[0].item() / n, "eval_mean_token_accuracy": tot[2].item() / n}
 
 
+def _check_launch(dist: _Dist) -> None:
+    """``accelerate launch --cpu --num_processes N`` (accelerate 1.x) starts ONE process: its
+    simple launcher ignores N unless mpirun is used. Say so instead of silently training alone."""
+    if dist.world == 1 and os.environ.get("ACCELERATE_USE_CPU", "").lower() == "true" \
+            and "MASTER_PORT" in os.environ:
+        log.warning("accelerate launch --cpu started a single process (its --cpu launcher ignores "
+                    "--num_processes); for N CPU processes use `accelerate launch --multi_gpu "
+                    "--num_processes N -m prefrec.cli sft ...` (works without GPUs) or `torchrun "
+                    "--nproc_per_node N -m prefrec.cli sft ...`")
+
+
 def train_sft(cfg: SFTConfig, *, resume: bool = False, model=None, tokenizer=None,
               train_samples: Sequence[Any] | None = None, eval_samples: Sequence[Any] | None = None
               ) -> TrainResult:
@@ -313,6 +328,7 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, model=None, tokenizer=Non
     if acc.device.type == "cpu":
         cpu_fast_math()
     dist = _Dist(acc)
+    _check_launch(dist)
     run_dir = Path(cfg.output_dir)
     ckpt_root = run_dir / "checkpoints"
     metrics_path = run_dir / "metrics.jsonl"
