@@ -33,8 +33,10 @@ key knobs (key=value overrides, dotted for sections; names follow TRL's DPOConfi
 The reference log-probs of all candidates are computed once and cached on disk
 (ref_cache_dir, default <output_dir>/../.ref_cache); a cache of another model, tokenizer or
 prompt template is detected and never reused. --resume continues from the last checkpoint.
-Distributed: accelerate launch --cpu --num_processes 2 -m prefrec.cli {cmd} --config ...
-(the global batch is per_device_train_batch_size x processes).
+Distributed (CPU too): accelerate launch --multi_gpu --num_processes 2 -m prefrec.cli {cmd} --config ...
+(or torchrun --nproc_per_node 2 -m prefrec.cli ...; NOT `accelerate launch --cpu`, which starts
+one process). The global batch is per_device_train_batch_size x processes; the result equals a
+1-process run with the same global batch (lora_dropout: 0).
 """
 
 COMMANDS: dict[str, dict] = {

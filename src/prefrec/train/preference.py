@@ -24,7 +24,10 @@ fresh adapter (B = 0) policy == reference at step 0, so the first loss is exactl
 Since the reference values come from the cache, full fine-tuning (``use_peft: false``) needs no
 copy either.
 
-Distributed (``accelerate launch --cpu --num_processes N``): every rank holds the model, the
+Distributed (``accelerate launch --multi_gpu --num_processes N -m prefrec.cli sdpo ...``, or
+``torchrun --nproc_per_node N -m prefrec.cli ...``; on a CPU-only machine both run N gloo
+processes. NOT ``accelerate launch --cpu --num_processes N``: accelerate 1.16 then starts ONE
+process unless given an mpirun hostfile): every rank holds the model, the
 global batch is split over ranks, and the trainable gradients are averaged with ONE flat
 all-reduce per optimizer step. We do not wrap the model in DDP: the scoring function calls the
 model with a packed 4D mask and needs the PEFT wrapper's methods, and one all-reduce of the
