@@ -117,3 +117,21 @@ def test_baseline_cli_rejects_unknown_keys_and_datasets(tmp_path):
         args.func(args)
     with pytest.raises(ConfigError, match="llara-movielens"):
         load_cases("llara-movielens")
+
+
+def test_lm_eval_cases_selects_the_lm_subsample(monkeypatch):
+    """`baseline --limit N` keeps exactly the cases evaluate-lm's lm_samples(limit=N) keeps."""
+    from prefrec.commands import baseline
+    from prefrec.errors import DataError
+    from prefrec.lm.samples import LMSample
+    from test_sasrec import synthetic_cases as sc
+
+    cases = sc(range(0, 6), 3)
+    keep = cases[1::3]
+    fake = [LMSample(prompt="p", history=["h"], candidates=[str(i) for i in c.candidates],
+                     target_index=c.target_pos, user=c.user, item_ids=list(c.candidates)) for c in keep]
+    import prefrec.lm.prompts as prompts_mod
+    monkeypatch.setattr(prompts_mod, "lm_samples", lambda *a, **k: fake)
+    assert baseline.lm_eval_cases(cases, "ml-100k", "test", len(keep)) == keep
+    with pytest.raises(DataError, match="matched"):
+        baseline.lm_eval_cases(cases[:3], "ml-100k", "test", len(keep))

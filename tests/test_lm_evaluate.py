@@ -136,3 +136,28 @@ def test_bad_mode(tok):
         evaluate_lm(tiny_model(len(tok)), tok, make_samples(1), mode="beam")
     with pytest.raises(ConfigError, match="no evaluation cases"):
         evaluate_lm(tiny_model(len(tok)), tok, [], mode="rank")
+
+
+def test_cli_popularity_metrics(tok, tmp_path, monkeypatch, capsys):
+    """evaluate-lm adds popularity-bias metrics of the top-1 item, with the baseline's training counts."""
+    from dataclasses import replace
+
+    from prefrec import cli
+    from prefrec.commands import baseline
+    from prefrec.commands import evaluate_lm as cmd
+    from prefrec.data.sequences import SequenceCase
+
+    model = tiny_model(len(tok))
+    samples = [replace(s, item_ids=[TITLES.index(t) for t in s.candidates]) for s in make_samples(4)]
+    import prefrec.lm.prompts as prompts_mod
+    monkeypatch.setattr(prompts_mod, "lm_samples", lambda *a, **k: samples)
+    monkeypatch.setattr(cmd, "load_model", lambda ckpt: (model, tok, "base"))
+    train = [SequenceCase(user=u, history=(0, 1), target=2 + u, candidates=(), target_pos=-1) for u in range(3)]
+    monkeypatch.setattr(baseline, "load_cases", lambda dataset, seed=0, data_dir=None:
+                        ({"train": train, "val": [], "test": []}, len(TITLES)))
+    out = tmp_path / "ev"
+    assert cli.main(["evaluate-lm", "--checkpoint", "tiny", "--dataset", "ml-100k", "--mode", "rank",
+                     "--out", str(out)]) == 0
+    pop = json.loads((out / "metrics.json").read_text())["rank"]["popularity"]
+    assert pop["cases"] == 4 and pop["ValidRatio"] == 1.0 and 0 <= pop["HeadShare@1"] <= 1
+    assert "HeadShare@1=" in capsys.readouterr().out

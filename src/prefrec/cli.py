@@ -17,8 +17,8 @@ from prefrec import __version__
 from prefrec.errors import PrefrecError
 
 # Order here is the order in --help.
-COMMAND_MODULES = ["demo", "run", "data", "train_cf", "compare", "sft", "evaluate_lm", "preference",
-                   "recommend"]
+COMMAND_MODULES = ["demo", "run", "data", "train_cf", "compare", "sft", "evaluate_lm", "baseline",
+                   "preference", "recommend"]
 
 EPILOG = """\
 typical use:

@@ -61,6 +61,9 @@ class BaselineConfig(Config):
     model: Literal["random", "popularity", "sasrec"] = "sasrec"
     seed: int = 0
     eval_split: Literal["val", "test"] = "test"
+    # evaluate on the cases `prefrec evaluate-lm --limit N --seed <seed>` uses (a seeded subsample;
+    # cases whose candidates share a title are dropped as there); None = every case of the split
+    eval_limit: Optional[int] = None
     run_dir: Optional[str] = None
     sasrec: SASRecSection = SASRecSection()
     loss: LossSection = LossSection()
@@ -83,6 +86,8 @@ def register(sub) -> None:
     p.add_argument("--loss", choices=("bpr", "sl", "sl_paper", "psl", "bsl"), help="SASRec training loss")
     p.add_argument("--seed", type=int)
     p.add_argument("--epochs", type=int)
+    p.add_argument("--limit", type=int, metavar="N",
+                   help="evaluate on the same N cases as `prefrec evaluate-lm --limit N` (same --seed)")
     p.add_argument("--run-dir", metavar="DIR", help="output folder (default runs/baseline-<dataset>-<model>[-<loss>]-s<seed>)")
     add_common(p)
     p.set_defaults(func=run)
@@ -109,12 +114,27 @@ def load_cases(dataset: str, seed: int = 0, data_dir: str | None = None):
     return splits, ds.interactions.n_items
 
 
+def lm_eval_cases(cases, dataset: str, split: str, limit: int | None, seed: int = 0, data_dir=None):
+    """The subset of ``cases`` that ``prefrec evaluate-lm --limit limit --seed seed`` evaluates,
+    in order: cases are matched to its prompted samples by (user, target, candidate ids)."""
+    from prefrec.errors import DataError
+    from prefrec.lm.prompts import lm_samples
+
+    samples = lm_samples(dataset, split, data_dir=data_dir, limit=limit, seed=seed)
+    keys = {(int(s.user), int(s.item_ids[s.target_index]), tuple(int(i) for i in s.item_ids)) for s in samples}
+    out = [c for c in cases if (int(c.user), int(c.target), tuple(int(i) for i in c.candidates)) in keys]
+    if len(out) != len(samples):
+        raise DataError(f"matched {len(out)} cases to {len(samples)} LM samples", where="baseline eval_limit",
+                        fix="use the same dataset, split and seed as evaluate-lm")
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     from prefrec.config import dump_config, load_config
 
     overrides = list(args.overrides or [])
     for opt, key in (("dataset", "dataset"), ("model", "model"), ("loss", "loss.name"), ("seed", "seed"),
-                     ("epochs", "train.epochs"), ("run_dir", "run_dir")):
+                     ("epochs", "train.epochs"), ("limit", "eval_limit"), ("run_dir", "run_dir")):
         v = getattr(args, opt, None)
         if v is not None:
             overrides.append(f"{key}={v}")
@@ -147,7 +167,7 @@ def run_baseline(cfg: BaselineConfig, data_dir: str | None = None) -> dict:
     counts = item_counts(train, n_items)
     label = cfg.model if cfg.model != "sasrec" else f"SASRec-{cfg.loss.name.upper()}"
     name = f"baseline-{DATASETS[cfg.dataset]}-{cfg.model}" + (f"-{cfg.loss.name}" if cfg.model == "sasrec" else "") \
-        + f"-s{cfg.seed}"
+        + f"-s{cfg.seed}" + (f"-n{cfg.eval_limit}" if cfg.eval_limit is not None else "")
     out = Path(cfg.run_dir or Path("runs") / name)
     out.mkdir(parents=True, exist_ok=True)
     info: dict = {}
@@ -176,10 +196,12 @@ def run_baseline(cfg: BaselineConfig, data_dir: str | None = None) -> dict:
                                     out_dir=out / "checkpoints", on_epoch=on_epoch)
     t_fit = time.perf_counter() - t1
     eval_cases = test if cfg.eval_split == "test" else val
+    if cfg.eval_limit is not None:
+        eval_cases = lm_eval_cases(eval_cases, cfg.dataset, cfg.eval_split, cfg.eval_limit, cfg.seed, data_dir)
     metrics = evaluate_ranker(ranker, eval_cases, counts=counts)
     res = {
         "label": label, "dataset": cfg.dataset, "model": cfg.model, "seed": cfg.seed, "split": cfg.eval_split,
-        "metrics": metrics, "run_dir": str(out),
+        "eval_limit": cfg.eval_limit, "metrics": metrics, "run_dir": str(out),
         "n_cases": {k: len(v) for k, v in splits.items()}, "n_items": n_items,
         "train_split": split_fingerprint(train),
         "wall_seconds": time.perf_counter() - t0, "data_seconds": t_data, "fit_seconds": t_fit,

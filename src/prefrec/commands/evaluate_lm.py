@@ -37,7 +37,13 @@ def register(sub) -> None:
     p.add_argument("--rank-batch-size", type=int, default=4)
     p.add_argument("--rule", default="paper", choices=["paper", "longest"],
                    help="title matching rule for generated answers (see prefrec.metrics.generation)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's). On a CPU shared with other jobs use 1: "
+                        "oversubscribed threads made SmolLM2 forwards ~6x slower in our measurements")
+    p.add_argument("--log-every", type=int, default=50, metavar="N",
+                   help="log progress (cases done, ETA) every N cases; 0 = off")
+    p.add_argument("--no-popularity", action="store_true",
+                   help="skip the popularity-bias metrics (they need the dataset's training split)")
     add_common(p, config=False)
     p.set_defaults(func=run)
 
@@ -67,6 +73,44 @@ def default_out(checkpoint: str, dataset: str, split: str, trained: bool) -> Pat
     return Path("runs") / f"eval-{name}-{dataset}-{split}"
 
 
+POP_KEYS = ("HeadShare@1", "TailShare@1", "AvgPop@1", "AvgPop/target", "PopLift@1", "TargetHeadShare",
+            "Coverage@1", "HR@1/head", "HR@1/mid", "HR@1/tail")
+
+
+def popularity_metrics(out_dir: Path, samples, dataset: str, seed: int = 0, data_dir=None) -> dict:
+    """Popularity-bias metrics of the top-1 recommendation per mode, from the per-case JSONL files
+    in ``out_dir`` (:func:`prefrec.metrics.popularity.popularity_report`; invalid generations are
+    ``-1``). Training counts come from the same training cases ``prefrec baseline`` uses
+    (:func:`prefrec.commands.baseline.load_cases` + ``item_counts``), so the numbers are
+    comparable with the baseline rows. Returns ``{mode: report}``; ``{}`` when the samples carry
+    no item ids or the dataset has no training cases."""
+    import json
+
+    import numpy as np
+
+    from prefrec.commands.baseline import DATASETS, load_cases
+    from prefrec.metrics.popularity import popularity_report
+    from prefrec.train.sequential import item_counts
+
+    if DATASETS.get(dataset) is None or any(s.item_ids is None for s in samples):
+        return {}
+    splits, n_items = load_cases(dataset, seed, data_dir)
+    counts = item_counts(splits["train"], n_items)
+    targets = np.asarray([s.item_ids[s.target_index] for s in samples], dtype=np.int64)
+    out: dict = {}
+    for mode in ("generate", "rank"):
+        f = Path(out_dir) / f"predictions_{mode}.jsonl"
+        if not f.exists():
+            continue
+        recs = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+        if len(recs) != len(samples):
+            continue
+        top1 = [-1 if r["prediction"] is None else samples[i].item_ids[r["prediction"]]
+                for i, r in enumerate(recs)]
+        out[mode] = popularity_report(np.asarray(top1, dtype=np.int64), targets, counts)
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -84,12 +128,32 @@ def run(args: argparse.Namespace) -> int:
                       gen_batch_size=args.gen_batch_size, rank_batch_size=args.rank_batch_size, rule=args.rule,
                       meta={"checkpoint": args.checkpoint, "kind": kind, "dataset": args.dataset,
                             "split": args.split, "limit": args.limit, "seed": args.seed,
-                            "load_seconds": round(load_s, 2), "threads": torch.get_num_threads()})
+                            "load_seconds": round(load_s, 2), "threads": torch.get_num_threads()},
+                      log_every=args.log_every or None)
+    if not args.no_popularity:
+        import json
+
+        from prefrec.errors import PrefrecError
+
+        try:
+            pop = popularity_metrics(out, samples, args.dataset, args.seed, args.data_dir)
+        except (PrefrecError, OSError) as e:  # e.g. no training data available: metrics stay as they are
+            print(f"popularity metrics skipped: {e}")
+            pop = {}
+        if pop:
+            for mode, rep in pop.items():
+                res[mode]["popularity"] = rep
+            tmp = out / "metrics.json.tmp"
+            tmp.write_text(json.dumps(res, indent=1))
+            tmp.replace(out / "metrics.json")
     for mode in ("generate", "rank"):
         if mode in res:
             m = res[mode]
             keys = ["HR@1", "ValidRatio"] if mode == "generate" else ["HR@1", "HR@5", "NDCG@5", "NDCG@10", "MRR"]
             figs = "  ".join(f"{k}={m[k]:.4f}" for k in keys)
             print(f"{mode:8s} {figs}  n={m['n']}  {m['seconds']:.1f}s ({m['seconds_per_case']:.3f} s/case)")
+            if "popularity" in m:
+                pm = m["popularity"]
+                print(" " * 9 + "  ".join(f"{k}={pm[k]:.4f}" for k in POP_KEYS[:6]))
     print(f"wrote {out / 'metrics.json'}")
     return 0

@@ -143,6 +143,24 @@ def evaluate_ranking(model, tokenizer, samples: Sequence[LMSample], *, batch_siz
     return m, records
 
 
+def _progress(mode: str, total: int, every: int | None) -> Callable[[int], None] | None:
+    """A progress callback logging ``done/total``, elapsed seconds and ETA every ``every`` cases."""
+    if not every:
+        return None
+    t0 = time.perf_counter()
+    state = {"done": 0, "next": every}
+
+    def cb(n: int) -> None:
+        state["done"] += n
+        if state["done"] >= state["next"] or state["done"] == total:
+            el = time.perf_counter() - t0
+            eta = el / state["done"] * (total - state["done"])
+            log.info("%s: %d/%d cases, %.0f s elapsed, ETA %.0f s", mode, state["done"], total, el, eta)
+            while state["next"] <= state["done"]:
+                state["next"] += every
+    return cb
+
+
 def _write_jsonl(path: Path, records: list[dict]) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     with open(tmp, "w") as f:
@@ -154,12 +172,13 @@ def _write_jsonl(path: Path, records: list[dict]) -> None:
 def evaluate_lm(model, tokenizer, samples: Sequence[LMSample], *, mode: Mode = "both",
                 out_dir: str | Path | None = None, max_new_tokens: int = 20, gen_batch_size: int = 8,
                 rank_batch_size: int = 4, rule: str = "paper", ties: str = "pessimistic",
-                meta: dict | None = None) -> dict:
+                meta: dict | None = None, log_every: int | None = None) -> dict:
     """Run ``generate`` and/or ``rank`` on the same ``samples``; return and (optionally) write
     ``{"generate": {...}, "rank": {...}, "meta": {...}}`` with wall-clock seconds per mode.
 
     Files in ``out_dir``: ``metrics.json``, ``predictions_generate.jsonl``,
-    ``predictions_rank.jsonl`` (one line per case, in input order)."""
+    ``predictions_rank.jsonl`` (one line per case, in input order). ``log_every``: log progress
+    (cases done, elapsed, ETA) every that many cases."""
     if mode not in MODES:
         raise ConfigError(f"unknown mode {mode!r}", where="evaluate-lm --mode",
                           fix=f"use one of {', '.join(MODES)}")
@@ -176,7 +195,8 @@ def evaluate_lm(model, tokenizer, samples: Sequence[LMSample], *, mode: Mode = "
         if mode in ("generate", "both"):
             t0 = time.perf_counter()
             m, rec = evaluate_generation(model, tokenizer, samples, max_new_tokens=max_new_tokens,
-                                         batch_size=gen_batch_size, rule=rule)
+                                         batch_size=gen_batch_size, rule=rule,
+                                         progress=_progress("generate", len(samples), log_every))
             m["seconds"] = round(time.perf_counter() - t0, 2)
             m["seconds_per_case"] = round(m["seconds"] / len(samples), 4)
             m["max_new_tokens"] = max_new_tokens
@@ -187,7 +207,8 @@ def evaluate_lm(model, tokenizer, samples: Sequence[LMSample], *, mode: Mode = "
                 _write_jsonl(out / "predictions_generate.jsonl", rec)
         if mode in ("rank", "both"):
             t0 = time.perf_counter()
-            m, rec = evaluate_ranking(model, tokenizer, samples, batch_size=rank_batch_size, ties=ties)
+            m, rec = evaluate_ranking(model, tokenizer, samples, batch_size=rank_batch_size, ties=ties,
+                                      progress=_progress("rank", len(samples), log_every))
             m["seconds"] = round(time.perf_counter() - t0, 2)
             m["seconds_per_case"] = round(m["seconds"] / len(samples), 4)
             result["rank"] = m
