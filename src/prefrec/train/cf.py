@@ -145,23 +145,69 @@ def build_model(cfg: CFConfig, splits: CFSplits) -> torch.nn.Module:
                     m.dim, m.layers, m.norm, init)
 
 
+def _batch_embeddings(model, users: torch.Tensor, item_rows: torch.Tensor | None):
+    """(u (B, d), items (I, d) or rows of it) for one batch.
+
+    MF fast path: gather the needed rows first, then L2-normalise only those (row-wise, so the
+    values equal rows of the normalised tables) instead of normalising all |U| + |I| rows and
+    back-propagating through them every batch. ``item_rows=None`` means every item (per-row
+    dense scoring needs the whole table). Other models (LightGCN) use their full tables.
+    """
+    from prefrec.models.mf import MF
+
+    if type(model) is MF:
+        import torch.nn.functional as F
+
+        u = model.user.weight[users]
+        it = model.item.weight if item_rows is None else model.item.weight[item_rows]
+        if model.norm:
+            u, it = F.normalize(u, dim=1), F.normalize(it, dim=1)
+        return u, it
+    U, I = model.user_item_embeddings()
+    return U[users], (I if item_rows is None else I[item_rows])
+
+
 def batch_loss(model, users, pos, sampler, loss_fn, scale: float, negatives: int, mode: str,
-               scoring: str = "auto") -> torch.Tensor:
-    """Mean loss of one batch: embeddings once, positive scores, fresh negatives, loss."""
+               scoring: str = "auto", workspace=None) -> torch.Tensor:
+    """Mean loss of one batch: embeddings once, positive scores, fresh negatives, loss.
+
+    The loss's score scale (PSL: cos/2) is applied to the (B, d) user rows, not to the (B, N)
+    scores (exact for the power-of-two scale). ``workspace`` (:class:`prefrec.cf.scoring.Workspace`)
+    lets the dense per-row path reuse its (B, |I|) buffer across batches.
+    """
     from prefrec.cf import scoring as sc
 
-    U, I = model.user_item_embeddings()
-    u = U[users]
-    sp = (u * I[pos]).sum(-1)
+    B = len(users)
     if mode == "shared":
         items = sampler.sample_shared(negatives)
         mask = sampler.shared_mask(users, items)
-        sn = sc.shared_scores(u, I, items)
+        u, rows = _batch_embeddings(model, users, torch.cat([pos, items]))
+        if scale != 1.0:
+            u = u * scale
+        sp = (u * rows[:B]).sum(-1)
+        sn = u @ rows[B:].T
     else:
         neg = sampler.sample(users, negatives)
         mask = None
-        sn = sc.per_row_scores(u, I, neg, scoring)
-    return loss_fn(sp * scale, sn * scale, mask).mean()
+        u, I = _batch_embeddings(model, users, None)
+        if scale != 1.0:
+            u = u * scale
+        sp = (u * I[pos]).sum(-1)
+        sn = sc.per_row_scores(u, I, neg, scoring, workspace)
+    return loss_fn(sp, sn, mask).mean()
+
+
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """Adam with coupled weight decay on every parameter (the peer's optimiser, dense over the full
+    tables). The fused CPU kernel when available: same update rule, one pass over the tables
+    instead of ~10 (measured 0.15 s -> 0.016 s per step on Gowalla's 4.5M parameters)."""
+    params = list(model.parameters())
+    if all(p.device.type == "cpu" and p.dtype in (torch.float32, torch.float64) for p in params):
+        try:
+            return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+        except (RuntimeError, TypeError, ValueError):
+            pass
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
 
 
 def evaluate(model, splits: CFSplits, truth: UserItems, cfg: CFConfig, groups: np.ndarray | None = None
@@ -248,7 +294,10 @@ def _train_cf(cfg: CFConfig, data_dir, resume: bool, splits: CFSplits | None, ru
     if splits is None:
         splits = load_splits(cfg, data_dir)
     model = build_model(cfg, splits)
-    opt = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    opt = make_optimizer(model, tc.lr, tc.weight_decay)
+    from prefrec.cf.scoring import Workspace
+
+    workspace = Workspace()
     sampler = NegativeSampler(splits.train, seed=cfg.seed + 1, noise_p=cfg.data.noise_p,
                               false_negatives=splits.false_negatives)
     rows_u = torch.from_numpy(splits.train.users)
@@ -286,7 +335,7 @@ def _train_cf(cfg: CFConfig, data_dir, resume: bool, splits: CFSplits | None, ru
         for b in tqdm(range(n_batches), desc=f"epoch {epoch + 1}/{tc.epochs}", disable=not show, leave=False):
             idx = perm[b * tc.batch_size:(b + 1) * tc.batch_size]
             loss = batch_loss(model, rows_u[idx], rows_i[idx], sampler, loss_fn, scale, tc.negatives,
-                              tc.negative_mode, tc.scoring)
+                              tc.negative_mode, tc.scoring, workspace)
             if not torch.isfinite(loss):
                 raise DataError(f"the loss became {loss.item()} at epoch {epoch + 1}, batch {b + 1}",
                                 where=str(run), fix="lower train.lr or raise loss.tau")
