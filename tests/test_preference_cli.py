@@ -10,9 +10,19 @@ import random
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from prefrec.cli import main
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread: the tiny model gains nothing from two on a shared 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def write_sdpo_json(path: Path, n: int, n_candidates: int = 20, seed: int = 0) -> Path:
@@ -119,3 +129,34 @@ def test_napo_command_without_sequential_model(tmp_path):
     train, _ = rows(tmp_path / "run")
     # reference-based (reference_free false): rewards 0 at step 0, loss = softplus(log K + gamma0)
     assert train[0]["loss"] == pytest.approx(math.log1p(3 * math.exp(2.0)), abs=1e-4)
+
+
+def test_starts_from_an_sft_run_directory(tmp_path):
+    """``model: <SFT run dir>`` (what configs/ml100k_*.yaml use): its final/ LoRA is merged and is
+    the reference, so the cached reference = the SFT model (adapter ON) and step 0 is exactly
+    S-DPO's log(1 + K)."""
+    from prefrec.lm.prompts import lm_samples
+    from prefrec.lm.ref_cache import load_cache
+    from prefrec.lm.scoring import candidate_logps
+    from prefrec.models.lm import load_trained_lm, save_trained_lm, tiny_lm
+
+    lora = {"r": 4, "alpha": 8, "dropout": 0.0}
+    sft, tok = tiny_lm(seed=5, initializer_range=0.3, lora=lora)
+    with torch.no_grad():  # a trained-looking adapter: B != 0, so merged != base
+        for n, p in sft.named_parameters():
+            if "lora_B" in n:
+                p.copy_(torch.randn_like(p) * 0.5)
+    save_trained_lm(sft, tok, tmp_path / "sft_run" / "final", base="tiny", lora=lora)
+    conf = write_config(tmp_path, model=str(tmp_path / "sft_run"), max_steps=1, eval_limit=0, plots=False)
+    assert main(["sdpo", "--config", str(conf)]) == 0
+    train, _ = rows(tmp_path / "run")
+    assert train[0]["loss"] == pytest.approx(math.log(4), abs=1e-4)
+    (cache,) = (tmp_path / "refcache").glob("ref-*.safetensors")
+    ref = load_cache(cache).logps
+    samples = lm_samples(str(tmp_path / "records.json"), "train", limit=8, seed=42)
+    model, tok = load_trained_lm(tmp_path / "sft_run")
+    want = candidate_logps(model, tok, [samples[0].prompt], [samples[0].candidates])
+    torch.testing.assert_close(ref[0, :20], want[0], atol=1e-3, rtol=1e-4)
+    with model.disable_adapter():  # the pre-SFT base differs: the merge really happened
+        base = candidate_logps(model, tok, [samples[0].prompt], [samples[0].candidates])
+    assert (base[0] - ref[0, :20]).abs().max() > 1e-2

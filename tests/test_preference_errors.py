@@ -23,6 +23,15 @@ from test_preference_cli import write_config
 N_ITEMS = 40
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread: the tiny model gains nothing from two on a shared 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def samples(n: int, n_cand: int = 20, seed: int = 0, titles: dict[int, str] | None = None) -> list[LMSample]:
     """``n`` samples with ``n_cand`` candidates over a 40-item catalog; ``titles`` overrides titles."""
     g = torch.Generator().manual_seed(seed)
@@ -88,6 +97,20 @@ def test_more_negatives_than_candidates(tmp_path):
     msg = str(e.value)
     assert "num_negatives=20 but sample 0 has only 19 non-target candidates" in msg
     assert "num_negatives <= 19" in msg
+
+
+def test_accelerate_cpu_single_process_is_reported(tmp_path, monkeypatch, caplog):
+    """``accelerate launch --cpu --num_processes 2`` runs ONE process (it sets MASTER_PORT but no
+    RANK): the trainer says how to get N processes instead of silently training alone."""
+    import logging
+
+    from prefrec.train.preference import train_preference
+
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "True")
+    monkeypatch.setenv("MASTER_PORT", "29500")
+    with caplog.at_level(logging.WARNING, logger="prefrec.train.preference"), pytest.raises(ConfigError):
+        train_preference(cfg(tmp_path, num_negatives=20, model="no-such-model"), train_samples=samples(2))
+    assert "accelerate launch --multi_gpu --num_processes N -m prefrec.cli sdpo" in caplog.text
 
 
 def test_answer_that_tokenizes_to_nothing(tmp_path):

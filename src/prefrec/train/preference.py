@@ -430,6 +430,20 @@ class _Dist:
             self.acc.wait_for_everyone()
 
 
+def _check_launch(dist: _Dist, loss: str) -> None:
+    """``accelerate launch --cpu --num_processes N`` (accelerate 1.x) starts ONE process (its simple
+    launcher ignores N without mpirun) yet sets MASTER_PORT: say so rather than train alone."""
+    import os
+
+    if dist.world == 1 and os.environ.get("ACCELERATE_USE_CPU", "").lower() == "true" \
+            and "MASTER_PORT" in os.environ:
+        cmd = loss if loss in ("dpo", "napo", "recpo") else "sdpo"
+        log.warning("accelerate launch --cpu started a single process (its --cpu launcher ignores "
+                    "--num_processes); for N CPU processes use `accelerate launch --multi_gpu "
+                    "--num_processes N -m prefrec.cli %s ...` (works without GPUs) or `torchrun "
+                    "--nproc_per_node N -m prefrec.cli %s ...`", cmd, cmd)
+
+
 def _write_jsonl(path: Path, row: dict) -> None:
     with path.open("a", encoding="utf-8") as f:
         f.write(json.dumps(row) + "\n")
@@ -534,6 +548,7 @@ def train_preference(cfg: PreferenceConfig, *, resume: bool = False, model=None,
     validate_config(cfg)
     acc = Accelerator(cpu=not torch.cuda.is_available())
     dist = _Dist(acc)
+    _check_launch(dist, cfg.loss)
     run_dir = Path(cfg.output_dir)
     ckpt_root = run_dir / "checkpoints"
     metrics_path = run_dir / "metrics.jsonl"
