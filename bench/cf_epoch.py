@@ -16,7 +16,8 @@ lr 0.1, batch 1024, 1000 negatives per row. Everything timed is the library's ow
 
 Baselines measured in the same run (same data, same process, same sampler):
 - naive per-row step: un-normalised tables, gather (B, N, d) and ``F.cosine_similarity`` (the
-  peer's computation), plain ``torch.optim.Adam``; ``--naive-batches`` batches after one warm-up.
+  peer's computation), the autograd loss of :mod:`prefrec.losses`, plain ``torch.optim.Adam``;
+  ``--naive-batches`` batches after one warm-up.
 - plain evaluation: the same chunked matmul evaluation with a fresh score matrix per chunk,
   full ``torch.topk`` and a dense (chunk x |I|) relevance matrix (prefrec's previous version).
 
@@ -109,6 +110,7 @@ def main(argv=None) -> int:
     from prefrec.cf.config import CFConfig
     from prefrec.cf.sampling import NegativeSampler
     from prefrec.cf.scoring import Workspace, naive_cosine_scores
+    from prefrec.losses import make_loss
     from prefrec.train.cf import batch_loss, build_loss, build_model, evaluate, load_splits, make_optimizer
 
     torch.set_num_threads(args.threads)
@@ -130,7 +132,8 @@ def main(argv=None) -> int:
           f"({n_batches} batches of 1024), {splits.info['valid']} validation pairs; loaded in {t.wall:.1f} s")
 
     torch.manual_seed(cfg.seed)
-    loss_fn, scale = build_loss(cfg)
+    loss_fn, scale = build_loss(cfg)  # the trainer's (fused) loss
+    plain_loss = make_loss("psl", tau=cfg.loss.tau, activation=cfg.loss.activation)  # autograd version
     rows_u = torch.from_numpy(splits.train.users)
     rows_i = torch.from_numpy(splits.train.indices)
     perm = torch.randperm(n_rows, generator=torch.Generator().manual_seed(0))
@@ -149,7 +152,7 @@ def main(argv=None) -> int:
         Uw, Iw = model.user.weight, model.item.weight
         sp = F.cosine_similarity(Uw[users], Iw[pos], dim=-1, eps=1e-8)
         sn = naive_cosine_scores(Uw[users], Iw, sampler.sample(users, cfg.train.negatives))
-        loss = loss_fn(sp * scale, sn * scale).mean()
+        loss = plain_loss(sp * scale, sn * scale).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -56,3 +56,36 @@ def test_evaluate_full_blocked_path_equals_naive(monkeypatch):
         want = E.evaluate_naive(U, I, train, truth, (5, 20, 50))
         for k in want:
             assert got[k] == pytest.approx(want[k], abs=1e-9)
+
+
+@pytest.mark.parametrize("name,hyper", [
+    ("psl", {"tau": 0.05, "activation": "tanh"}), ("psl", {"tau": 0.1, "activation": "atan"}),
+    ("psl", {"tau": 0.05, "activation": "relu"}), ("psl", {"tau": 0.1, "activation": "exp"}),
+    ("sl", {"tau": 0.2}), ("bsl", {"tau1": 0.5, "tau2": 0.2}),
+])
+@pytest.mark.parametrize("masked", [False, True])
+def test_fused_losses_match_autograd(name, hyper, masked):
+    from prefrec.cf.fused import fused_loss
+    from prefrec.losses import make_loss
+
+    g = torch.Generator().manual_seed(5)
+    pos0 = torch.rand(9, generator=g, dtype=torch.float64) - 0.5  # cos/2-like range, d in [-1, 1]
+    neg0 = torch.rand(9, 40, generator=g, dtype=torch.float64) - 0.5
+    if name == "psl" and hyper["activation"] == "relu":
+        neg0[0, :5] = pos0[0] - 1.0  # d = -1 exactly: log ReLU(0) slots
+    mask = (torch.rand(9, 40, generator=g) > 0.3) if masked else None
+    w = torch.randn(9, generator=g, dtype=torch.float64)
+    out = []
+    for fn in (make_loss(name, **hyper), fused_loss(name, **hyper)):
+        pos, neg = pos0.clone().requires_grad_(), neg0.clone().requires_grad_()
+        v = fn(pos, neg, mask)
+        (v * w).sum().backward()
+        out.append((v.detach(), pos.grad, neg.grad))
+    for a, b in zip(*out):
+        torch.testing.assert_close(b, a)
+
+
+def test_fused_loss_not_used_for_others():
+    from prefrec.cf.fused import fused_loss
+
+    assert fused_loss("bpr") is None and fused_loss("sl_paper", tau=0.1) is None

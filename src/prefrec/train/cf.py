@@ -112,7 +112,10 @@ def load_splits(cfg: CFConfig, data_dir: str | Path | None = None) -> CFSplits:
 
 
 def build_loss(cfg: CFConfig) -> tuple[Callable, float]:
-    """(loss_fn(pos, neg, mask) -> (B,), score scale) from the config; validates names and taus."""
+    """(loss_fn(pos, neg, mask) -> (B,), score scale) from the config; validates names and taus.
+
+    psl/sl/bsl get the fused forward+backward of :mod:`prefrec.cf.fused` (same values and
+    gradients as :mod:`prefrec.losses`, fewer passes over the B x N scores)."""
     from prefrec.losses import make_loss
 
     lc = cfg.loss
@@ -129,7 +132,10 @@ def build_loss(cfg: CFConfig) -> tuple[Callable, float]:
         hyper = {"tau": lc.tau, "activation": lc.activation}
     elif lc.name == "bsl":
         hyper = {"tau1": lc.tau1, "tau2": lc.tau2}
-    return make_loss(lc.name, **hyper), SCORE_SCALE.get(lc.name, 1.0)
+    from prefrec.cf.fused import fused_loss
+
+    plain = make_loss(lc.name, **hyper)  # validates names and temperatures
+    return fused_loss(lc.name, **hyper) or plain, SCORE_SCALE.get(lc.name, 1.0)
 
 
 def build_model(cfg: CFConfig, splits: CFSplits) -> torch.nn.Module:
