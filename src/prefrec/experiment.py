@@ -332,7 +332,7 @@ def _plan_lm(exp: Experiment, root: Path) -> list[Stage]:
 
     sft_dir = root / "sft"
     sft = _lm_stage_config(SFTConfig, dict(lm.sft), exp, "lm.sft", model=lm.model, output_dir=str(sft_dir))
-    stages.append(Stage(label="sft", kind="sft", config=sft, run_dir=sft_dir, runner=_run_sft, options=ev))
+    stages.append(Stage(label="sft", kind="sft", config=sft, run_dir=sft_dir, runner=_run_lm_training, options=ev))
     for label, data in lm.preference.items():
         if label in ("sft", "lm-base"):
             raise ConfigError(f"preference label {label!r} clashes with a built-in stage", where="lm.preference",
@@ -345,7 +345,7 @@ def _plan_lm(exp: Experiment, root: Path) -> list[Stage]:
                                model=str(sft_dir), output_dir=str(run_dir))
         validate_config(cfg)
         stages.append(Stage(label=label, kind="preference", config=cfg, run_dir=run_dir,
-                            runner=_run_preference, upstream=["sft"], options=ev))
+                            runner=_run_lm_training, upstream=["sft"], options=ev))
     return stages
 
 
@@ -379,28 +379,22 @@ def _run_lm_base(stage: Stage, resume: bool) -> dict[str, Any]:
     return metrics
 
 
-def _run_sft(stage: Stage, resume: bool) -> dict[str, Any]:
+def _run_lm_training(stage: Stage, resume: bool) -> dict[str, Any]:
+    """Train (SFT or preference; resumes a killed stage), then evaluate the final model."""
     from prefrec.models.lm import load_trained_lm
-    from prefrec.train.sft import train_sft
 
     t0 = time.time()
-    res = train_sft(stage.config, resume=resume)
+    cfg = stage.config
+    if stage.kind == "sft":
+        from prefrec.train.sft import train_sft as train
+        extra: dict[str, Any] = {}
+    else:
+        from prefrec.train.preference import train_preference as train
+        extra = {"loss": cfg.loss, "num_negatives": cfg.num_negatives}
+    res = train(cfg, resume=resume)
     model, tok = load_trained_lm(stage.run_dir)
-    metrics = _evaluate_lm_stage(stage, model, tok, stage.config.dataset, stage.config.seed)
-    _write_results(stage, metrics, time.time() - t0, train_steps=res.steps)
-    return metrics
-
-
-def _run_preference(stage: Stage, resume: bool) -> dict[str, Any]:
-    from prefrec.models.lm import load_trained_lm
-    from prefrec.train.preference import train_preference
-
-    t0 = time.time()
-    res = train_preference(stage.config, resume=resume)
-    model, tok = load_trained_lm(stage.run_dir)
-    metrics = _evaluate_lm_stage(stage, model, tok, stage.config.dataset, stage.config.seed)
-    _write_results(stage, metrics, time.time() - t0, train_steps=res.steps,
-                   loss=stage.config.loss, num_negatives=stage.config.num_negatives)
+    metrics = _evaluate_lm_stage(stage, model, tok, cfg.dataset, cfg.seed)
+    _write_results(stage, metrics, time.time() - t0, train_steps=res.steps, **extra)
     return metrics
 
 
