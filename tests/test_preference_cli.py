@@ -160,3 +160,18 @@ def test_starts_from_an_sft_run_directory(tmp_path):
     with model.disable_adapter():  # the pre-SFT base differs: the merge really happened
         base = candidate_logps(model, tok, [samples[0].prompt], [samples[0].candidates])
     assert (base[0] - ref[0, :20]).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("cmd,name", [("dpo", "ml100k_dpo"), ("sdpo", "ml100k_sdpo"), ("sdpo", "lastfm_sdpo"),
+                                      ("napo", "ml100k_napo"), ("recpo", "ml100k_recpo")])
+def test_shipped_configs_load_with_their_command(cmd, name):
+    """Every shipped config resolves under its command and starts from an SFT run directory."""
+    from prefrec.commands.preference import load_command_config
+    from prefrec.train.preference import validate_config
+
+    path = Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml"
+    cfg = load_command_config(cmd, str(path), [])
+    validate_config(cfg)
+    assert cfg.loss == ("sdpo" if cmd == "sdpo" else cmd)
+    assert cfg.model.startswith("runs/") and cfg.model.endswith("_sft")
+    assert cfg.output_dir == f"runs/{name}" and cfg.seed == 0
