@@ -230,3 +230,19 @@ def test_cli_help_lists_examples(capsys):
     assert e.value.code == 0
     out = capsys.readouterr().out
     assert "--resume" in out and "configs/ml100k_sft.yaml" in out
+
+
+def test_single_process_cpu_launch_is_reported(monkeypatch, caplog):
+    """`accelerate launch --cpu --num_processes 2` starts one process: the trainer says so."""
+    from types import SimpleNamespace
+
+    from prefrec.train.sft import _check_launch
+
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "True")
+    monkeypatch.setenv("MASTER_PORT", "29500")
+    with caplog.at_level("WARNING", logger="prefrec.train.sft"):
+        _check_launch(SimpleNamespace(world=1))
+    assert "--multi_gpu" in caplog.text
+    caplog.clear()
+    _check_launch(SimpleNamespace(world=2))
+    assert not caplog.text
