@@ -510,9 +510,9 @@ class NapoObjective:
     def _model(self):
         if self._sasrec is None:
             raise ConfigError("NAPO needs a sequential model (user states for sharing, scores for the margin) "
-                              "and the samples carry none", where="loss_kwargs.sasrec",
+                              "and the samples carry none", where="napo.sasrec",
                               fix="train one with `prefrec baseline --model sasrec` on the same dataset/seed and "
-                                  "set loss_kwargs.sasrec: <its run or checkpoint dir>; or turn off "
+                                  "set napo.sasrec: <its run or checkpoint dir>; or turn off "
                                   "share_negatives and set alpha: 0")
         if isinstance(self._sasrec, (str, Path)):
             from prefrec.models.sasrec import load_sasrec
