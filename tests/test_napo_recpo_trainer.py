@@ -59,6 +59,7 @@ def test_napo_objective_trains_and_resumes_running_mean(tmp_path):
     train = [r for r in rows if "loss" in r]
     assert len(train) == 2
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in train)
+    assert all("napo/gamma" in r and "napo/shared_k" in r for r in train)  # objective stats are logged
     assert obj.running_mean.steps == 2  # one update per training micro-batch, none from evaluation
     state = json.loads(sorted((res.run_dir / "checkpoints").glob("step-*/state.json"))[-1].read_text())
     assert state["objective"]["running_mean"]["steps"] == 2

@@ -699,6 +699,7 @@ def train_preference(cfg: PreferenceConfig, *, resume: bool = False, model=None,
     while step < total_steps:
         t0 = time.perf_counter()
         tot = torch.zeros(len(keys) + 1, dtype=torch.float64)
+        extras: dict[str, float] = {}  # objective-specific stats (napo/gamma, recpo/margin, ...), this rank
         epoch_of_step = 0
         for m in range(accum):
             g = step * accum + m                      # global micro-batch index: resume is exact
@@ -723,6 +724,9 @@ def train_preference(cfg: PreferenceConfig, *, resume: bool = False, model=None,
             for j, key in enumerate(keys):
                 tot[j] += st[key]
             tot[-1] += 1
+            for key, v in st.items():
+                if key not in keys and isinstance(v, (int, float)):
+                    extras[key] = extras.get(key, 0.0) + float(v) / accum
         # average gradients over ranks: one flat all-reduce of the trainable tensors
         if dist.world > 1:
             grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params.values()]
@@ -744,7 +748,7 @@ def train_preference(cfg: PreferenceConfig, *, resume: bool = False, model=None,
         dist.sum_(tot)
         last_train = {key: tot[j].item() / tot[-1].item() for j, key in enumerate(keys)}
         if dist.main and (step % cfg.logging_steps == 0 or step == total_steps):
-            row = {"step": step, "epoch": round(step / steps_per_epoch, 4), **last_train,
+            row = {"step": step, "epoch": round(step / steps_per_epoch, 4), **last_train, **extras,
                    "grad_norm": gnorm, "learning_rate": scheduler.get_last_lr()[0],
                    "step_time": round(time.perf_counter() - t0, 3)}
             _write_jsonl(metrics_path, row)
