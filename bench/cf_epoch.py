@@ -23,7 +23,7 @@ Baselines measured in the same run (same data, same process, same sampler):
 
 Peer constants (NOT measured by this script): 2.75 s/batch per-row (~33 min/epoch) and 8.9 s
 for ONE K of ``eval_metrics`` on the validation split, measured earlier on this machine with
-the peer's code (Tiny-Snow/IR-Benchmark), under a load average of about 3-3.7. The machine is
+the peer's code (Tiny-Snow/IR-Benchmark); the load at that time is not known. The machine is
 shared, so the script prints the load average and CPU seconds next to wall seconds, and
 ratios against the baselines measured in the same run (the robust figures).
 
