@@ -39,3 +39,13 @@ def test_missing_data_dir_message(capsys, tmp_path):
     assert main(["data", "stats", "ml-100k", "--data-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "u.data" in err and "--data-dir" in err
+
+
+def test_overrides_may_follow_options(tmp_path, data_dir, capsys):
+    """`prefrec demo --dry-run key=value` and `... --data-dir D key=value`: overrides after options."""
+    rc = main(["demo", "--dry-run", "--data-dir", str(data_dir), f"output_dir={tmp_path}", "lm=null"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "psl" in out and "sft" not in out  # lm=null after the options was applied
+    with pytest.raises(SystemExit):
+        main(["demo", "--dry-run", "--bogus-flag"])

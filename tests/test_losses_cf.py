@@ -145,3 +145,17 @@ def test_bad_names_and_temperatures():
             L.make_loss("sl", tau=bad)
         with pytest.raises(ConfigError, match="must be > 0"):
             L.make_loss("bsl", tau1=0.1, tau2=bad)
+
+
+def test_make_loss_rejects_unknown_hyperparameters():
+    """A misspelled loss_kwargs key must not silently fall back to the default."""
+    import pytest
+
+    from prefrec.errors import ConfigError
+    from prefrec.losses import make_loss
+
+    with pytest.raises(ConfigError, match="did you mean 'tau'"):
+        make_loss("psl", taux=3)
+    with pytest.raises(ConfigError, match="bpr takes none"):
+        make_loss("bpr", tau=3)
+    make_loss("bsl", tau1=0.1, tau2=0.2)  # the real keys still work

@@ -40,7 +40,7 @@ def add_common(p: argparse.ArgumentParser, config: bool = True) -> None:
     if config:
         p.add_argument("--config", "-c", metavar="FILE", help="YAML config file (see configs/)")
         p.add_argument("overrides", nargs="*", metavar="key=value",
-                       help="config overrides, dotted for nested keys (e.g. train.lr=0.01)")
+                       help="config overrides, dotted for nested keys (e.g. learning_rate=1e-4, train.epochs=20)")
     p.add_argument("--data-dir", metavar="DIR", help="dataset folder (default: $PREFREC_DATA or ./data)")
 
 
@@ -67,7 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may also follow an option (`run study.yaml --dry-run a=b`)
+    if extra:
+        if hasattr(args, "overrides") and all("=" in x and not x.startswith("-") for x in extra):
+            args.overrides = list(args.overrides or []) + extra
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if args.command is None:

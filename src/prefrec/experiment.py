@@ -78,7 +78,7 @@ class LMEvalSpec(Config):
 
     split: str = "test"
     limit: int | None = Field(200, ge=1)
-    """Number of test cases (the first N of the split, in order; None = all)."""
+    """Number of test cases: a seeded subsample of the split (the study seed; None = all)."""
     mode: str = Field("both", pattern="^(generate|rank|both)$")
     max_new_tokens: int = Field(20, ge=1)
     gen_batch_size: int = Field(8, ge=1)

@@ -165,6 +165,12 @@ def recpo_margin(score_pos: Tensor, score_neg: Tensor, *, lam: float = 1.0,
 LOSS_NAMES = ("bpr", "sl", "sl_paper", "psl", "bsl", "dpo", "sdpo")
 
 
+_LOSS_HYPER: dict[str, set[str]] = {
+    "bpr": set(), "sl": {"tau"}, "sl_paper": {"tau"}, "psl": {"tau", "activation"}, "bsl": {"tau1", "tau2"},
+    "dpo": set(), "sdpo": set()}
+"""Hyperparameters each loss takes: any other key is a (misspelled) config key, not a default."""
+
+
 def make_loss(name: str, **hyper) -> LossFn:
     """A loss by config name with its hyperparameters bound; validates names and temperatures.
 
@@ -173,6 +179,14 @@ def make_loss(name: str, **hyper) -> LossFn:
     """
     import difflib
 
+    allowed = _LOSS_HYPER.get(name)
+    if allowed is not None:
+        unknown = sorted(set(hyper) - allowed)
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], sorted(allowed), n=1)
+            raise ConfigError(f"loss {name!r} has no hyperparameter {unknown[0]!r}", where="loss_kwargs",
+                              fix=(f"did you mean {close[0]!r}? " if close else "")
+                              + (f"{name} takes {', '.join(sorted(allowed))}" if allowed else f"{name} takes none"))
     for key in ("tau", "tau1", "tau2"):
         if key in hyper and hyper[key] is not None and not hyper[key] > 0:
             raise ConfigError(f"temperature {key}={hyper[key]} must be > 0", where=f"loss {name!r}",

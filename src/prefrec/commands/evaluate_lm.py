@@ -26,7 +26,8 @@ def register(sub) -> None:
                    help="a run directory of `prefrec sft`/`sdpo` (or its final/ folder), a saved model "
                         "folder, or a model name (smollm2-135m = the untuned built-in model)")
     p.add_argument("--dataset", default="ml-100k", help="dataset name, e.g. ml-100k, lastfm")
-    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    p.add_argument("--split", default="test", choices=["train", "val", "test"],
+                   help="dataset split (LM datasets name the validation split 'val')")
     p.add_argument("--mode", default="both", choices=["generate", "rank", "both"])
     p.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate the first N cases only")
     p.add_argument("--seed", type=int, default=0, help="seed of candidate sampling / prompt templates")

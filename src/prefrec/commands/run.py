@@ -20,7 +20,7 @@ def register(sub) -> None:
                     "kept as <label>@<old key>), interrupted ones resume from their last checkpoint.",
         epilog="example: prefrec run configs/demo.yaml cf.base.train.epochs=5 --only psl",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("experiment", metavar="EXPERIMENT.yaml", help="the study file (see configs/experiment_*.yaml)")
+    p.add_argument("experiment", metavar="EXPERIMENT.yaml", help="the study file (e.g. configs/demo.yaml)")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="overrides of the study file, dotted (e.g. cf.base.train.epochs=5 name=try2)")
     p.add_argument("--data-dir", metavar="DIR", help="dataset folder (default: $PREFREC_DATA or ./data)")

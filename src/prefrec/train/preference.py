@@ -84,7 +84,7 @@ class PreferenceConfig(Config):
     eval_split: str = "val"
     train_limit: int | None = Field(200, ge=1)
     eval_limit: int | None = Field(50, ge=0)
-    seed: int = 42
+    seed: int = Field(0, description="data split + candidates + training; evaluate-lm and baseline default to 0 too")
 
     loss: str = Field("sdpo", description="sdpo | dpo | napo | recpo | any prefrec.losses name (psl, bpr, sl, bsl)")
     loss_kwargs: dict[str, Any] = Field(default_factory=dict)

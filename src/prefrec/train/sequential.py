@@ -244,7 +244,7 @@ LOSS_SCORING: dict[str, tuple[str, float]] = {
     "psl": ("cos", 0.5),      # PSL paper scale f = cos/2, so d lies in [-1, 1]
     "bsl": ("cos", 1.0),
 }
-DEFAULT_TAU = {"sl": 0.1, "sl_paper": 0.1, "psl": 0.05, "bsl": 0.1}
+DEFAULT_TAU = {"sl": 0.1, "sl_paper": 0.1, "psl": 0.05}  # bsl: tau1 = tau2 = 0.1 from make_loss
 
 
 @dataclass

@@ -85,7 +85,7 @@ class SFTConfig(Config):
     eval_split: str = Field("val", description="ml-100k and llara-lastfm name it 'val'")
     train_limit: int | None = Field(1000, ge=1)
     eval_limit: int | None = Field(100, ge=0, description="0 = no validation")
-    seed: int = 42
+    seed: int = Field(0, description="data split + candidates + training; evaluate-lm and baseline default to 0 too")
     max_length: int | None = Field(1024, ge=8, description="prompt + longest candidate answer, in tokens; "
                                                           "longer prompts lose their oldest history items")
 
