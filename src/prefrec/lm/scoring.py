@@ -152,10 +152,15 @@ def packed_candidate_logps(model, prompt_ids: list[list[int]], answer_ids: list[
     out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
                 use_cache=False, logits_to_keep=keep)
     logits = out.logits                                   # (B, T-P+1, V)
-    V = logits.shape[-1]
+    # log p(t | column) = logit[column, t] - logsumexp(logit[column, :]). The logsumexp is taken
+    # ONCE per kept column (column P-1 predicts the first token of all C answers), and only the
+    # C*L target logits are gathered: never a (B, C*L, V) copy of the logits (C*L >> T-P+1 when
+    # one title is long, since every answer is padded to the longest), nor its gradient.
+    lse = torch.logsumexp(logits.float(), dim=-1)        # (B, T-P+1)
     src_d = src.to(device).view(B, C * max_la)
-    picked = logits.gather(1, src_d.unsqueeze(-1).expand(B, C * max_la, V))  # (B, C*L, V)
-    lp_tok = _token_logps(picked, tgt.to(device).view(B, C * max_la)).view(B, C, max_la)
+    tgt_d = tgt.to(device).view(B, C * max_la)
+    b_idx = torch.arange(B, device=device).unsqueeze(1)
+    lp_tok = (logits[b_idx, src_d, tgt_d].float() - lse.gather(1, src_d)).view(B, C, max_la)
     return (lp_tok * valid.to(device)).sum(-1)
 
 
