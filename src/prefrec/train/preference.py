@@ -122,6 +122,8 @@ class PreferenceConfig(Config):
     save_total_limit: int = Field(2, ge=1)
     save_final_model: bool = True
     plots: bool = True
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's); 1 is "
+                                "several times faster on a CPU shared with other jobs")
 
     ref_cache_dir: str | None = Field(None, description="folder of reference caches (default: <output_dir>/../.ref_cache)")
     ref_cache: str | None = Field(None, description="explicit cache file; must match model+data+tokenizer")
@@ -547,6 +549,8 @@ def train_preference(cfg: PreferenceConfig, *, resume: bool = False, model=None,
 
     validate_config(cfg)
     acc = Accelerator(cpu=not torch.cuda.is_available())
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     dist = _Dist(acc)
     _check_launch(dist, cfg.loss)
     run_dir = Path(cfg.output_dir)
