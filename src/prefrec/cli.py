@@ -12,6 +12,7 @@ import importlib
 import logging
 import os
 import sys
+import warnings
 
 from prefrec import __version__
 from prefrec.errors import PrefrecError
@@ -74,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
             args.overrides = list(args.overrides or []) + extra
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    # peft asks transformers for a renamed attribute; the FutureWarning is not the user's to act on
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if args.command is None:
