@@ -69,7 +69,8 @@ def generate_answers(model, tokenizer, prompts: Sequence[str], *, max_new_tokens
             gen = model.generate(input_ids=ids.to(device), attention_mask=att.to(device),
                                  do_sample=False, max_new_tokens=max_new_tokens, num_beams=1,
                                  pad_token_id=pad, eos_token_id=tokenizer.eos_token_id,
-                                 temperature=None, top_p=None, top_k=None)
+                                 temperature=None, top_p=None, top_k=None,
+                                 use_cache=True)  # trainers turn the KV cache off; decoding needs it
         new = gen[:, T:].cpu()
         for r, i in enumerate(idx):
             out[i] = tokenizer.decode(new[r], skip_special_tokens=True).strip()

@@ -793,4 +793,6 @@ def _save_final(model, tokenizer, cfg: PreferenceConfig, run_dir: Path, eval_met
     if cfg.use_peft:
         model.save_pretrained(run_dir / "adapter", safe_serialization=True)
         model = model.merge_and_unload()
+    if getattr(model, "config", None) is not None:
+        model.config.use_cache = True  # off for training only; generation with the saved model needs it
     save_trained_lm(model, tokenizer, run_dir / "final", base=cfg.model, lora=None, extra=extra)
