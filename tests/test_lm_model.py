@@ -104,3 +104,23 @@ def test_smollm2_loads_from_safetensors_cache():
     with torch.no_grad():
         logits = model(**ids).logits
     assert torch.isfinite(logits).all()
+
+
+def test_for_inference_merges_lora_with_same_scores():
+    """Evaluation merges a LoRA adapter into the weights: candidate log-probs must not change."""
+    import copy
+
+    from prefrec.lm.scoring import candidate_logps
+    from prefrec.models.lm import for_inference, tiny_lm
+
+    model, tok = tiny_lm(seed=3, initializer_range=0.3, lora={"r": 4, "alpha": 8, "dropout": 0.0})
+    with torch.no_grad():  # a trained-looking adapter (B != 0)
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.copy_(torch.randn_like(p) * 0.3)
+    model.eval()
+    prompts, cands = ["User watched A, B. Pick one:"], [["Alpha", "Beta Gamma", "Delta"]]
+    want = candidate_logps(model, tok, prompts, cands)
+    merged = for_inference(copy.deepcopy(model))
+    assert not hasattr(merged, "merge_and_unload") and merged.config.use_cache
+    torch.testing.assert_close(candidate_logps(merged, tok, prompts, cands), want, atol=1e-4, rtol=1e-5)

@@ -199,11 +199,11 @@ class LMRecommender:
     kind = "lm"
 
     def __init__(self, run: Path):
-        from prefrec.models.lm import load_trained_lm
+        from prefrec.models.lm import for_inference, load_trained_lm
 
         self.run = run
-        self.model, self.tokenizer = load_trained_lm(run)
-        self.model.eval()
+        model, self.tokenizer = load_trained_lm(run)
+        self.model = for_inference(model)
         self.meta = _lm_meta(run)
 
     def prompt(self, history: Sequence[str], candidates: Sequence[str]) -> str:

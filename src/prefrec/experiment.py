@@ -381,7 +381,7 @@ def _run_lm_base(stage: Stage, resume: bool) -> dict[str, Any]:
 
 def _run_lm_training(stage: Stage, resume: bool) -> dict[str, Any]:
     """Train (SFT or preference; resumes a killed stage), then evaluate the final model."""
-    from prefrec.models.lm import load_trained_lm
+    from prefrec.models.lm import for_inference, load_trained_lm
 
     t0 = time.time()
     cfg = stage.config
@@ -393,7 +393,7 @@ def _run_lm_training(stage: Stage, resume: bool) -> dict[str, Any]:
         extra = {"loss": cfg.loss, "num_negatives": cfg.num_negatives}
     res = train(cfg, resume=resume)
     model, tok = load_trained_lm(stage.run_dir)
-    metrics = _evaluate_lm_stage(stage, model, tok, cfg.dataset, cfg.seed)
+    metrics = _evaluate_lm_stage(stage, for_inference(model), tok, cfg.dataset, cfg.seed)
     _write_results(stage, metrics, time.time() - t0, train_steps=res.steps, **extra)
     return metrics
 

@@ -57,12 +57,12 @@ def _is_trained(path: Path) -> bool:
 
 def load_model(checkpoint: str):
     """``(model, tokenizer, kind)``: a trained run/folder via ``load_trained_lm``, else ``load_lm``."""
-    from prefrec.models.lm import load_lm, load_trained_lm
+    from prefrec.models.lm import for_inference, load_lm, load_trained_lm
 
     p = Path(checkpoint)
     if p.is_dir() and _is_trained(p):
         model, tok = load_trained_lm(p)
-        return model, tok, "trained"
+        return for_inference(model), tok, "trained"
     model, tok = load_lm(checkpoint)
     return model, tok, "base"
 

