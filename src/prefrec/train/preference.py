@@ -410,6 +410,45 @@ def _trainable(model) -> dict[str, torch.nn.Parameter]:
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
 
+@dataclass
+class Schedule:
+    """How many micro-batches and optimizer steps a run has (shared by SFT and preference)."""
+
+    batch_size: int
+    accum: int
+    global_micro: int
+    micro_per_epoch: int
+    total_steps: int
+    steps_per_epoch: float
+
+
+def setup_training(model, cfg, n_train: int, world: int):
+    """Trainable model (LoRA or full), its parameters, the step schedule, AdamW and the LR
+    scheduler -- the part of a run that is the same for SFT and preference training."""
+    from transformers import get_scheduler
+
+    model = attach_trainable(model, cfg)
+    model.train()
+    params = _trainable(model)
+    if not params:
+        raise ConfigError("the model has no trainable parameters", where="use_peft/lora_target_modules",
+                          fix="check lora_target_modules names against the model's modules")
+    bs, accum = cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps
+    global_micro = bs * world
+    micro_per_epoch = math.ceil(n_train / global_micro)
+    if cfg.max_steps > 0:
+        total_steps = cfg.max_steps
+    else:
+        total_steps = max(1, math.ceil(cfg.num_train_epochs * micro_per_epoch / accum))
+    optimizer = torch.optim.AdamW(list(params.values()), lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                                  betas=(cfg.adam_beta1, cfg.adam_beta2))
+    scheduler = get_scheduler(cfg.lr_scheduler_type, optimizer,
+                              num_warmup_steps=int(round(cfg.warmup_ratio * total_steps)),
+                              num_training_steps=total_steps)
+    sched = Schedule(bs, accum, global_micro, micro_per_epoch, total_steps, micro_per_epoch / accum)
+    return model, params, sched, optimizer, scheduler
+
+
 # ----------------------------------------------------------------------------------- helpers
 class _Dist:
     """Thin layer over torch.distributed so single-process runs need no process group."""
@@ -607,30 +646,9 @@ def train_preference(cfg: PreferenceConfig, *, resume: bool = False, model=None,
         else:
             ref_eval = torch.zeros(0, 1)
 
-    model = attach_trainable(model, cfg)
-    model.train()
-    params = _trainable(model)
-    if not params:
-        raise ConfigError("the model has no trainable parameters", where="use_peft/lora_target_modules",
-                          fix="check lora_target_modules names against the model's modules")
-
-    # --- schedule
-    bs, accum = cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps
-    global_micro = bs * dist.world
-    micro_per_epoch = math.ceil(len(train_samples) / global_micro)
-    if cfg.max_steps > 0:
-        total_steps = cfg.max_steps
-    else:
-        total_steps = max(1, math.ceil(cfg.num_train_epochs * micro_per_epoch / accum))
-    steps_per_epoch = micro_per_epoch / accum
-
-    from transformers import get_scheduler
-
-    optimizer = torch.optim.AdamW(list(params.values()), lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
-                                  betas=(cfg.adam_beta1, cfg.adam_beta2))
-    scheduler = get_scheduler(cfg.lr_scheduler_type, optimizer,
-                              num_warmup_steps=int(round(cfg.warmup_ratio * total_steps)),
-                              num_training_steps=total_steps)
+    model, params, sched, optimizer, scheduler = setup_training(model, cfg, len(train_samples), dist.world)
+    bs, accum, global_micro = sched.batch_size, sched.accum, sched.global_micro
+    micro_per_epoch, total_steps, steps_per_epoch = sched.micro_per_epoch, sched.total_steps, sched.steps_per_epoch
 
     step = 0
     if start is not None:

@@ -60,10 +60,9 @@ from prefrec.train.preference import (
     _Dist,
     _epoch_order,
     _read_jsonl,
-    _trainable,
     _write_jsonl,
-    attach_trainable,
     load_reference_model,
+    setup_training,
 )
 
 log = logging.getLogger(__name__)
@@ -321,7 +320,6 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, model=None, tokenizer=Non
     """
     from accelerate import Accelerator
     from tqdm.auto import tqdm
-    from transformers import get_scheduler
 
     from prefrec.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
     from prefrec.models.lm import cpu_fast_math
@@ -366,27 +364,9 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, model=None, tokenizer=Non
     pad_id = tokenizer.pad_token_id
     data_fp = _fingerprint(train_ex)
 
-    model = attach_trainable(model, cfg)
-    model.train()
-    params = _trainable(model)
-    if not params:
-        raise ConfigError("the model has no trainable parameters", where="use_peft/lora_target_modules",
-                          fix="check lora_target_modules names against the model's modules")
-
-    # --- schedule
-    bs, accum = cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps
-    global_micro = bs * dist.world
-    micro_per_epoch = math.ceil(len(train_ex) / global_micro)
-    if cfg.max_steps > 0:
-        total_steps = cfg.max_steps
-    else:
-        total_steps = max(1, math.ceil(cfg.num_train_epochs * micro_per_epoch / accum))
-    steps_per_epoch = micro_per_epoch / accum
-    optimizer = torch.optim.AdamW(list(params.values()), lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
-                                  betas=(cfg.adam_beta1, cfg.adam_beta2))
-    scheduler = get_scheduler(cfg.lr_scheduler_type, optimizer,
-                              num_warmup_steps=int(round(cfg.warmup_ratio * total_steps)),
-                              num_training_steps=total_steps)
+    model, params, sched, optimizer, scheduler = setup_training(model, cfg, len(train_ex), dist.world)
+    bs, accum, global_micro = sched.batch_size, sched.accum, sched.global_micro
+    micro_per_epoch, total_steps, steps_per_epoch = sched.micro_per_epoch, sched.total_steps, sched.steps_per_epoch
 
     step = 0
     if start is not None:
