@@ -470,6 +470,21 @@ class _Dist:
         if self.world > 1:
             self.acc.wait_for_everyone()
 
+    def reduce_grads(self, params: dict[str, torch.nn.Parameter], mean: bool) -> None:
+        """Sum (SFT: each rank holds its share of a globally normalised loss) or average
+        (preference: each rank's loss is a mean) the trainable gradients: one flat all-reduce."""
+        if self.world <= 1:
+            return
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params.values()]
+        flat = torch.cat([x.reshape(-1) for x in grads])
+        self.sum_(flat)
+        if mean:
+            flat /= self.world
+        off = 0
+        for p, gr in zip(params.values(), grads):
+            p.grad = flat[off:off + gr.numel()].view_as(p).clone()
+            off += gr.numel()
+
 
 def _check_launch(dist: _Dist, loss: str) -> None:
     """``accelerate launch --cpu --num_processes N`` (accelerate 1.x) starts ONE process (its simple
@@ -750,16 +765,7 @@ def train_preference(cfg: PreferenceConfig, *, resume: bool = False, model=None,
                 if key not in keys and isinstance(v, (int, float)):
                     extras[key] = extras.get(key, 0.0) + float(v) / accum
         # average gradients over ranks: one flat all-reduce of the trainable tensors
-        if dist.world > 1:
-            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params.values()]
-            flat = torch.cat([x.reshape(-1) for x in grads])
-            dist.sum_(flat)
-            flat /= dist.world
-            off = 0
-            for p, gr in zip(params.values(), grads):
-                n = gr.numel()
-                p.grad = flat[off:off + n].view_as(p).clone()
-                off += n
+        dist.reduce_grads(params, mean=True)
         gnorm = float("nan")
         if cfg.max_grad_norm:
             gnorm = float(torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.max_grad_norm))

@@ -444,14 +444,7 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, model=None, tokenizer=Non
                     where=str(run_dir), fix="lower learning_rate, and resume from the last checkpoint with --resume")
             (nll / n_global).backward()
             tot += torch.tensor([nll.item(), n, c], dtype=torch.float64)
-        if dist.world > 1:  # each rank holds its share of the global loss: SUM the gradients
-            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params.values()]
-            flat = torch.cat([x.reshape(-1) for x in grads])
-            dist.sum_(flat)
-            off = 0
-            for p, gr in zip(params.values(), grads):
-                p.grad = flat[off:off + gr.numel()].view_as(p).clone()
-                off += gr.numel()
+        dist.reduce_grads(params, mean=False)  # each rank holds its share of the global loss
         gnorm = float("nan")
         if cfg.max_grad_norm:
             gnorm = float(torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.max_grad_norm))
