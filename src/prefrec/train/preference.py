@@ -73,27 +73,19 @@ class TrainingError(PrefrecError):
     """Training cannot go on (non-finite loss, inconsistent resume state)."""
 
 
-class PreferenceConfig(Config):
-    """``prefrec dpo`` / ``prefrec sdpo``. Knob names follow TRL's DPOConfig where one exists."""
+class LMTrainConfig(Config):
+    """Knobs every LM trainer has (SFT and preference), named after TRL's configs. Each trainer
+    subclasses it and sets its own defaults where they differ."""
 
-    output_dir: str = "runs/sdpo"
-    model: str = Field("smollm2-135m", description="SFT run dir, saved model folder, model name, or 'tiny'")
+    output_dir: str = "runs/lm"
+    model: str = Field("smollm2-135m", description="model name, HF id, saved folder, trained run dir, or 'tiny'")
     dataset: str = "ml-100k"
     data_dir: str | None = None
     train_split: str = "train"
-    eval_split: str = "val"
+    eval_split: str = Field("val", description="ml-100k and llara-lastfm name it 'val'")
     train_limit: int | None = Field(200, ge=1)
-    eval_limit: int | None = Field(50, ge=0)
+    eval_limit: int | None = Field(50, ge=0, description="0 = no validation")
     seed: int = Field(0, description="data split + candidates + training; evaluate-lm and baseline default to 0 too")
-
-    loss: str = Field("sdpo", description="sdpo | dpo | napo | recpo | any prefrec.losses name (psl, bpr, sl, bsl)")
-    loss_kwargs: dict[str, Any] = Field(default_factory=dict)
-    napo: NapoConfig = Field(default_factory=NapoConfig, description="used when loss: napo")
-    recpo: RecpoConfig = Field(default_factory=RecpoConfig, description="used when loss: recpo")
-    beta: float = Field(1.0, description="reward scale; must be > 0")
-    num_negatives: int = Field(3, ge=1, description="K; 1 = DPO")
-    resample_negatives: bool = Field(True, description="new negatives each epoch (false = fixed once, as the peer)")
-    reference_free: bool = Field(False, description="rewards = beta * log pi (NAPO/SimPO style); no cache")
 
     learning_rate: float = Field(1e-5, gt=0)
     lr_scheduler_type: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
@@ -114,7 +106,6 @@ class PreferenceConfig(Config):
     lora_dropout: float = Field(0.1, ge=0, lt=1)
     lora_target_modules: list[str] = Field(default_factory=lambda: list(LLAMA_PROJECTIONS))
     gradient_checkpointing: bool = False
-    scoring_chunk: int | None = Field(None, ge=1, description="candidates packed behind one prompt copy")
 
     logging_steps: int = Field(1, ge=1)
     eval_steps: int = Field(0, ge=0, description="0 = at the end of every epoch and of training")
@@ -124,6 +115,23 @@ class PreferenceConfig(Config):
     plots: bool = True
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's); 1 is "
                                 "several times faster on a CPU shared with other jobs")
+
+
+class PreferenceConfig(LMTrainConfig):
+    """``prefrec dpo`` / ``prefrec sdpo``. Knob names follow TRL's DPOConfig where one exists."""
+
+    output_dir: str = "runs/sdpo"
+    model: str = Field("smollm2-135m", description="SFT run dir, saved model folder, model name, or 'tiny'")
+
+    loss: str = Field("sdpo", description="sdpo | dpo | napo | recpo | any prefrec.losses name (psl, bpr, sl, bsl)")
+    loss_kwargs: dict[str, Any] = Field(default_factory=dict)
+    napo: NapoConfig = Field(default_factory=NapoConfig, description="used when loss: napo")
+    recpo: RecpoConfig = Field(default_factory=RecpoConfig, description="used when loss: recpo")
+    beta: float = Field(1.0, description="reward scale; must be > 0")
+    num_negatives: int = Field(3, ge=1, description="K; 1 = DPO")
+    resample_negatives: bool = Field(True, description="new negatives each epoch (false = fixed once, as the peer)")
+    reference_free: bool = Field(False, description="rewards = beta * log pi (NAPO/SimPO style); no cache")
+    scoring_chunk: int | None = Field(None, ge=1, description="candidates packed behind one prompt copy")
 
     ref_cache_dir: str | None = Field(None, description="folder of reference caches (default: <output_dir>/../.ref_cache)")
     ref_cache: str | None = Field(None, description="explicit cache file; must match model+data+tokenizer")

@@ -45,16 +45,16 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from prefrec.config import Config, config_hash, dump_config
+from prefrec.config import config_hash, dump_config
 from prefrec.errors import ConfigError, DataError
 from prefrec.train.preference import (
-    LLAMA_PROJECTIONS,
+    LMTrainConfig,
     TrainingError,
     TrainResult,
     _Dist,
@@ -73,49 +73,18 @@ __all__ = ["SFTConfig", "SFTExample", "load_sft_samples", "encode_sft_samples", 
 IGNORE = -100
 
 
-class SFTConfig(Config):
-    """``prefrec sft``. Knob names follow TRL's SFTConfig / PreferenceConfig where one exists."""
+class SFTConfig(LMTrainConfig):
+    """``prefrec sft``. Knob names follow TRL's SFTConfig; shared knobs in LMTrainConfig."""
 
     output_dir: str = "runs/sft"
-    model: str = Field("smollm2-135m", description="model name, HF id, saved folder, trained run dir, or 'tiny'")
-    dataset: str = "ml-100k"
-    data_dir: str | None = None
-    train_split: str = "train"
-    eval_split: str = Field("val", description="ml-100k and llara-lastfm name it 'val'")
     train_limit: int | None = Field(1000, ge=1)
     eval_limit: int | None = Field(100, ge=0, description="0 = no validation")
-    seed: int = Field(0, description="data split + candidates + training; evaluate-lm and baseline default to 0 too")
     max_length: int | None = Field(1024, ge=8, description="prompt + longest candidate answer, in tokens; "
                                                           "longer prompts lose their oldest history items")
-
     learning_rate: float = Field(2e-4, gt=0)
-    lr_scheduler_type: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
-    warmup_ratio: float = Field(0.05, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float | None = 1.0
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
     per_device_train_batch_size: int = Field(8, ge=1)
-    per_device_eval_batch_size: int = Field(8, ge=1)
-    gradient_accumulation_steps: int = Field(1, ge=1)
-    num_train_epochs: float = Field(1.0, gt=0)
-    max_steps: int = Field(-1, description="optimizer steps; > 0 overrides num_train_epochs")
-
-    use_peft: bool = True
-    lora_r: int = Field(8, ge=1)
-    lora_alpha: float = 32
     lora_dropout: float = Field(0.05, ge=0, lt=1)
-    lora_target_modules: list[str] = Field(default_factory=lambda: list(LLAMA_PROJECTIONS))
-    gradient_checkpointing: bool = False
-
-    logging_steps: int = Field(1, ge=1)
-    eval_steps: int = Field(0, ge=0, description="0 = at the end of every epoch and of training")
-    save_steps: int = Field(0, ge=0, description="0 = at the end of every epoch and of training")
-    save_total_limit: int = Field(2, ge=1)
-    save_final_model: bool = True
-    plots: bool = True
-    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's); 1 is "
-                                "several times faster on a CPU shared with other jobs")
 
 
 # ----------------------------------------------------------------------------------- data
