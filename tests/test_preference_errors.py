@@ -18,18 +18,9 @@ import torch
 from prefrec.cli import main
 from prefrec.errors import ConfigError, DataError
 from prefrec.lm.samples import LMSample
-from test_preference_cli import write_config
+from test_preference_cli import _one_thread, write_config  # noqa: F401 (autouse fixture)
 
 N_ITEMS = 40
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: the tiny model gains nothing from two on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def samples(n: int, n_cand: int = 20, seed: int = 0, titles: dict[int, str] | None = None) -> list[LMSample]:

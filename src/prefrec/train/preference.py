@@ -508,6 +508,19 @@ def _check_launch(dist: _Dist, loss: str) -> None:
                     "--nproc_per_node N -m prefrec.cli %s ...`", cmd, cmd)
 
 
+def open_run_dir(cfg: Config, run_dir: Path, metrics_path: Path, dist: _Dist, resumed_step: int | None) -> None:
+    """Rank 0 writes ``config.yaml`` and starts ``metrics.jsonl`` afresh, or, on resume, drops the
+    rows logged after the checkpoint (they will be logged again); every rank waits for it."""
+    if dist.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if resumed_step is None:
+            metrics_path.write_text("", encoding="utf-8")
+        else:
+            rows = [r for r in _read_jsonl(metrics_path) if r.get("step", 0) <= resumed_step]
+            metrics_path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        dump_config(cfg, run_dir / "config.yaml")
+    dist.barrier()
+
 def _write_jsonl(path: Path, row: dict) -> None:
     with path.open("a", encoding="utf-8") as f:
         f.write(json.dumps(row) + "\n")
@@ -693,17 +706,8 @@ def train_preference(cfg: PreferenceConfig, *, resume: bool = False, model=None,
         objective.load_state_dict(state.get("objective", {}))
         torch.set_rng_state(parts_["rng"]["torch"])
         step = int(state["step"])
-        if dist.main:  # forget metrics logged after the checkpoint (they will be logged again)
-            rows = [r for r in _read_jsonl(metrics_path) if r.get("step", 0) <= step]
-            metrics_path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
         log.info("resumed from %s (step %d)", start, step)
-    elif dist.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        metrics_path.write_text("", encoding="utf-8")
-    if dist.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        dump_config(cfg, run_dir / "config.yaml")
-    dist.barrier()
+    open_run_dir(cfg, run_dir, metrics_path, dist, step if start is not None else None)
 
     eval_cols = sample_negatives(eval_samples, k, cfg.seed + 1, 0, False) if eval_samples else None
     eval_ref = (ref_eval.gather(1, eval_cols) if eval_samples else None)

@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from prefrec.config import config_hash, dump_config
+from prefrec.config import config_hash
 from prefrec.errors import ConfigError, DataError
 from prefrec.train.preference import (
     LMTrainConfig,
@@ -62,6 +62,7 @@ from prefrec.train.preference import (
     _read_jsonl,
     _write_jsonl,
     load_reference_model,
+    open_run_dir,
     setup_training,
 )
 
@@ -354,17 +355,8 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, model=None, tokenizer=Non
         optimizer.load_state_dict(parts["optimizer"])
         scheduler.load_state_dict(parts["scheduler"])
         step = int(state["step"])
-        if dist.main:  # forget metrics logged after the checkpoint (they will be logged again)
-            rows = [r for r in _read_jsonl(metrics_path) if r.get("step", 0) <= step]
-            metrics_path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
         log.info("resumed from %s (step %d)", start, step)
-    elif dist.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        metrics_path.write_text("", encoding="utf-8")
-    if dist.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        dump_config(cfg, run_dir / "config.yaml")
-    dist.barrier()
+    open_run_dir(cfg, run_dir, metrics_path, dist, step if start is not None else None)
     if dist.main:
         log.info("SFT: %d train / %d eval examples (%d / %d prompts truncated), %d steps of %d examples "
                  "on %d process(es)", len(train_ex), len(eval_ex), cut_train, cut_eval, total_steps,
