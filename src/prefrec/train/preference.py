@@ -508,6 +508,27 @@ def _check_launch(dist: _Dist, loss: str) -> None:
                     "--nproc_per_node N -m prefrec.cli %s ...`", cmd, cmd)
 
 
+def restore_checkpoint(start: Path, params: dict, optimizer, scheduler) -> tuple[dict, int]:
+    """Load a trainer checkpoint into ``params``, ``optimizer``, ``scheduler`` and torch's RNG;
+    return its state dict (for trainer-specific checks) and step. One place for SFT and preference
+    so a resumed run continues exactly where the killed one stopped."""
+    from prefrec.checkpoint import load_checkpoint
+
+    parts, state = load_checkpoint(start)
+    missing = set(params) - set(parts["model"])
+    if missing:
+        raise TrainingError(f"checkpoint lacks {len(missing)} trainable tensors (e.g. {sorted(missing)[0]})",
+                            where=str(start), fix="resume with the same use_peft/lora_* settings")
+    with torch.no_grad():
+        for n, p in params.items():
+            p.copy_(parts["model"][n])
+    optimizer.load_state_dict(parts["optimizer"])
+    scheduler.load_state_dict(parts["scheduler"])
+    if "rng" in parts and "torch" in parts["rng"]:
+        torch.set_rng_state(parts["rng"]["torch"])
+    return state, int(state["step"])
+
+
 def open_run_dir(cfg: Config, run_dir: Path, metrics_path: Path, dist: _Dist, resumed_step: int | None) -> None:
     """Rank 0 writes ``config.yaml`` and starts ``metrics.jsonl`` afresh, or, on resume, drops the
     rows logged after the checkpoint (they will be logged again); every rank waits for it."""
@@ -619,7 +640,7 @@ def train_preference(cfg: PreferenceConfig, *, resume: bool = False, model=None,
     """
     from accelerate import Accelerator
 
-    from prefrec.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+    from prefrec.checkpoint import latest_checkpoint, save_checkpoint
     from prefrec.lm import ref_cache as rc
 
     validate_config(cfg)
@@ -688,24 +709,13 @@ def train_preference(cfg: PreferenceConfig, *, resume: bool = False, model=None,
 
     step = 0
     if start is not None:
-        parts_, state = load_checkpoint(start)
+        state, step = restore_checkpoint(start, params, optimizer, scheduler)
         if state.get("ref_keys", {}) != ref_keys:
             raise rc.StaleCacheError(
                 "the checkpoint was trained against other reference log-probs than the current "
                 "model/data give (the SFT model, data or tokenizer changed since)", where=str(start),
                 fix="resume with the original model and data, or start a new run (another output_dir)")
-        missing = set(params) - set(parts_["model"])
-        if missing:
-            raise TrainingError(f"checkpoint lacks {len(missing)} trainable tensors (e.g. {sorted(missing)[0]})",
-                                where=str(start), fix="resume with the same use_peft/lora_* settings")
-        with torch.no_grad():
-            for n, p in params.items():
-                p.copy_(parts_["model"][n])
-        optimizer.load_state_dict(parts_["optimizer"])
-        scheduler.load_state_dict(parts_["scheduler"])
         objective.load_state_dict(state.get("objective", {}))
-        torch.set_rng_state(parts_["rng"]["torch"])
-        step = int(state["step"])
         log.info("resumed from %s (step %d)", start, step)
     open_run_dir(cfg, run_dir, metrics_path, dist, step if start is not None else None)
 

@@ -63,6 +63,7 @@ from prefrec.train.preference import (
     _write_jsonl,
     load_reference_model,
     open_run_dir,
+    restore_checkpoint,
     setup_training,
 )
 
@@ -291,7 +292,7 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, model=None, tokenizer=Non
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
-    from prefrec.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+    from prefrec.checkpoint import latest_checkpoint, save_checkpoint
     from prefrec.models.lm import cpu_fast_math
 
     acc = Accelerator(cpu=not torch.cuda.is_available())
@@ -340,21 +341,11 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, model=None, tokenizer=Non
 
     step = 0
     if start is not None:
-        parts, state = load_checkpoint(start)
+        state, step = restore_checkpoint(start, params, optimizer, scheduler)
         if state.get("data") != data_fp:
             raise TrainingError("the checkpoint was trained on other examples than the current config gives "
                                 "(dataset, limits, seed, max_length or tokenizer changed)", where=str(start),
                                 fix="resume with the original settings, or start a new run (another output_dir)")
-        missing = set(params) - set(parts["model"])
-        if missing:
-            raise TrainingError(f"checkpoint lacks {len(missing)} trainable tensors (e.g. {sorted(missing)[0]})",
-                                where=str(start), fix="resume with the same use_peft/lora_* settings")
-        with torch.no_grad():
-            for n, p in params.items():
-                p.copy_(parts["model"][n])
-        optimizer.load_state_dict(parts["optimizer"])
-        scheduler.load_state_dict(parts["scheduler"])
-        step = int(state["step"])
         log.info("resumed from %s (step %d)", start, step)
     open_run_dir(cfg, run_dir, metrics_path, dist, step if start is not None else None)
     if dist.main:
@@ -374,7 +365,8 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, model=None, tokenizer=Non
         if dist.main:
             save_checkpoint(ckpt_root, step, {"model": {n: p.detach() for n, p in params.items()},
                                               "optimizer": optimizer.state_dict(),
-                                              "scheduler": scheduler.state_dict()},
+                                              "scheduler": scheduler.state_dict(),
+                                              "rng": {"torch": torch.get_rng_state()}},
                             {"data": data_fp, "config_hash": config_hash(cfg), "epoch": step / steps_per_epoch},
                             keep=cfg.save_total_limit)
         dist.barrier()
