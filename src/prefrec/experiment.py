@@ -67,7 +67,8 @@ class CFStudy(Config):
     backbones: list[str] = ["mf"]
     """``model.name`` values (mf, lightgcn)."""
     losses: list[str] = ["bpr", "sl", "psl"]
-    """Run labels: a key of ``presets`` or a loss name (bpr, sl, sl_paper, psl, bsl)."""
+    """Run labels: a key of ``presets`` or a loss name (``prefrec.train.cf.CF_LOSSES``: bpr, sl, sl_paper,
+    psl, bsl, advinfonce, llpauc)."""
     presets: dict[str, dict[str, Any]] = {}
     """label -> dotted overrides, e.g. ``psl-relu: {loss.name: psl, loss.activation: relu}``."""
 

@@ -28,7 +28,8 @@ Tensor = torch.Tensor
 LossFn = Callable[..., Tensor]
 
 __all__ = ["bpr", "softmax_loss", "psl", "bsl", "dpo", "sdpo", "napo_margin", "recpo_margin",
-           "LOSS_NAMES", "make_loss", "reduce_rows"]
+           "adv_infonce", "adv_hardness_log_weights", "llpauc",
+           "LOSS_NAMES", "MINMAX_LOSSES", "MINMAX_DEFAULTS", "make_loss", "make_minmax_loss", "reduce_rows"]
 
 
 def _masked(x: Tensor, mask: Tensor | None, fill: float) -> Tensor:
@@ -164,19 +165,29 @@ def recpo_margin(score_pos: Tensor, score_neg: Tensor, *, lam: float = 1.0,
 
 LOSS_NAMES = ("bpr", "sl", "sl_paper", "psl", "bsl", "dpo", "sdpo")
 
+MINMAX_LOSSES = ("advinfonce", "llpauc")
+"""Losses that train extra state beside the model (AdvInfoNCE's adversary, LLPAUC's a, b, gamma...).
+Only the CF trainer runs them (:func:`make_minmax_loss`); :func:`make_loss` validates their
+hyperparameters and then refuses them with a clear error."""
+
+MINMAX_DEFAULTS: dict[str, dict[str, float | int]] = {
+    "advinfonce": {"tau": 0.1, "neg_weight": 64.0, "lr_adv": 5e-5, "epoch_adv": 5},
+    "llpauc": {"alpha": 0.7, "beta": 0.01, "kappa": 5.0}}
+"""IR-Benchmark defaults (research cf_side.md §1): AdvInfoNCE ``--neg_weight=64 --lr_adv=5e-5
+--epoch_adv=5``; LLPAUC kappa 5 and the paper's most common optimum alpha 0.7, beta 0.01."""
+
+
+_MINMAX_FLAT = {k: v for d in MINMAX_DEFAULTS.values() for k, v in d.items()}
 
 _LOSS_HYPER: dict[str, set[str]] = {
     "bpr": set(), "sl": {"tau"}, "sl_paper": {"tau"}, "psl": {"tau", "activation"}, "bsl": {"tau1", "tau2"},
-    "dpo": set(), "sdpo": set()}
+    "dpo": set(), "sdpo": set(),
+    "advinfonce": {"tau", "neg_weight", "lr_adv", "epoch_adv"}, "llpauc": {"alpha", "beta", "kappa"}}
 """Hyperparameters each loss takes: any other key is a (misspelled) config key, not a default."""
 
 
-def make_loss(name: str, **hyper) -> LossFn:
-    """A loss by config name with its hyperparameters bound; validates names and temperatures.
-
-    Names: ``bpr``, ``sl`` (code form, no positive in denominator), ``sl_paper`` (positive in
-    the denominator), ``psl`` (``tau``, ``activation``), ``bsl`` (``tau1``, ``tau2``), ``dpo``, ``sdpo``.
-    """
+def _check_hyper(name: str, hyper: dict) -> None:
+    """Unknown keys (with a did-you-mean), temperatures > 0 and the min-max losses' ranges."""
     import difflib
 
     allowed = _LOSS_HYPER.get(name)
@@ -191,6 +202,39 @@ def make_loss(name: str, **hyper) -> LossFn:
         if key in hyper and hyper[key] is not None and not hyper[key] > 0:
             raise ConfigError(f"temperature {key}={hyper[key]} must be > 0", where=f"loss {name!r}",
                               fix="use a small positive value such as 0.05")
+    for key in ("neg_weight", "lr_adv", "kappa"):
+        if key in hyper and not (isinstance(hyper[key], (int, float)) and math.isfinite(hyper[key])
+                                 and hyper[key] > 0):
+            raise ConfigError(f"{key}={hyper[key]!r} must be a finite number > 0", where=f"loss {name!r}",
+                              fix=f"use the IR-Benchmark default {key}={_MINMAX_FLAT[key]}")
+    if "epoch_adv" in hyper:
+        e = hyper["epoch_adv"]
+        if isinstance(e, bool) or not isinstance(e, int) or e < 2:
+            raise ConfigError(f"epoch_adv={e!r} must be an integer >= 2 (every epoch_adv-th epoch trains only "
+                              "the adversary, so 1 would never train the model)", where=f"loss {name!r}",
+                              fix="use the IR-Benchmark default epoch_adv=5")
+    for key in ("alpha", "beta"):
+        if key in hyper and not (isinstance(hyper[key], (int, float)) and 0 < hyper[key] <= 1):
+            raise ConfigError(f"LLPAUC {key}={hyper[key]!r} must be in (0, 1] (a TPR/FPR bound)",
+                              where=f"loss {name!r}", fix="e.g. alpha=0.7, beta=0.01 (the paper's optimum)")
+
+
+def make_loss(name: str, **hyper) -> LossFn:
+    """A loss by config name with its hyperparameters bound; validates names and temperatures.
+
+    Names: ``bpr``, ``sl`` (code form, no positive in denominator), ``sl_paper`` (positive in
+    the denominator), ``psl`` (``tau``, ``activation``), ``bsl`` (``tau1``, ``tau2``), ``dpo``, ``sdpo``.
+    The min-max names (``advinfonce``, ``llpauc``) are validated, then refused here: they need
+    state only the CF trainer keeps (see :func:`make_minmax_loss`).
+    """
+    import difflib
+
+    _check_hyper(name, hyper)
+    if name in MINMAX_LOSSES:
+        raise ConfigError(f"loss {name!r} trains extra parameters beside the model "
+                          + ("(an adversary)" if name == "advinfonce" else "(a, b, gamma, s+, s-)")
+                          + " and only `prefrec train-cf` / `compare` / `run` (cf:) can train it",
+                          where="loss", fix=f"use it as loss.name in a CF config, or one of {', '.join(LOSS_NAMES)}")
     if name == "bpr":
         return lambda p, n, m=None: bpr(p, n, m)
     if name in ("sl", "sl_paper"):
@@ -214,6 +258,33 @@ def make_loss(name: str, **hyper) -> LossFn:
     close = difflib.get_close_matches(str(name), LOSS_NAMES, n=1)
     raise ConfigError(f"unknown loss {name!r}", where="loss.name",
                       fix=f"use one of {', '.join(LOSS_NAMES)}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+
+
+def make_minmax_loss(name: str, **hyper) -> LossFn:
+    """``advinfonce`` / ``llpauc`` with hyperparameters bound, validated like :func:`make_loss`.
+
+    - ``advinfonce`` (``tau``, ``neg_weight``, ``lr_adv``, ``epoch_adv``) ->
+      ``fn(pos, neg, mask=None, *, log_weights=None) -> (B,)``; ``lr_adv``/``epoch_adv`` are
+      validated here and read by the trainer (they schedule the adversary, not the formula).
+    - ``llpauc`` (``alpha``, ``beta``, ``kappa``) -> ``fn(pos, neg, mask=None, *, params) -> ()``,
+      ``pos``/``neg`` probabilities (the trainer applies the sigmoid), a batch scalar.
+
+    Missing keys take :data:`MINMAX_DEFAULTS`.
+    """
+    _check_hyper(name, hyper)
+    if name not in MINMAX_LOSSES:
+        import difflib
+
+        close = difflib.get_close_matches(str(name), MINMAX_LOSSES, n=1)
+        raise ConfigError(f"{name!r} is not a min-max loss", where="loss.name",
+                          fix=f"use one of {', '.join(MINMAX_LOSSES)}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    h = {**MINMAX_DEFAULTS[name], **hyper}
+    if name == "advinfonce":
+        tau, lam = float(h["tau"]), float(h["neg_weight"])
+        return lambda p, n, m=None, *, log_weights=None: adv_infonce(p, n, m, tau=tau, log_weights=log_weights,
+                                                                      neg_weight=lam)
+    alpha, beta, kappa = float(h["alpha"]), float(h["beta"]), float(h["kappa"])
+    return lambda p, n, m=None, *, params: llpauc(p, n, m, params=params, alpha=alpha, beta=beta, kappa=kappa)
 
 
 def reduce_rows(per_row: Tensor) -> Tensor:

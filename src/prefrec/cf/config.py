@@ -13,6 +13,8 @@ sl       raw ``cos``                      code tau                     ``2 * pap
 sl_paper raw ``cos`` (positive in denom.) code tau                     ``2 * paper tau``
 bsl      raw ``cos``                      ``tau1``/``tau2`` code units ``2 * paper tau1/2``
 bpr      raw ``cos`` or dot (norm=false)  (none)                       -
+advinfo. raw ``cos`` (positive in denom.) code tau                     ``2 * paper tau``
+llpauc   ``sigmoid(cos)`` probabilities   (none; ``alpha``, ``beta``)  -
 ======== ================================ ============================ =====================
 
 So Gowalla MF (paper Table B.2, tau = 0.05 for both) is ``psl: tau 0.05`` and ``sl: tau 0.1``.
@@ -56,18 +58,32 @@ class CFModel(Config):
     """LightGCN propagation layers (paper: 2)."""
     norm: bool = True
     """L2-normalise embeddings (cosine scores); the paper's setting for SL-family losses."""
-    init: Literal["auto", "normal", "xavier_normal"] = "auto"
-    """auto: xavier_normal for BPR (as the peer re-initialises), N(0,1) otherwise."""
+    init: Literal["auto", "normal", "xavier_normal", "small_normal"] = "auto"
+    """auto: xavier_normal for BPR, small_normal N(0, 0.01^2) for LLPAUC (as the peer re-initialises
+    both), N(0,1) otherwise."""
 
 
 class CFLoss(Config):
     name: str = "psl"
-    """bpr, sl, sl_paper, psl, bsl (see the unit table in the module doc)."""
+    """bpr, sl, sl_paper, psl, bsl, advinfonce, llpauc (see the unit table in the module doc)."""
     tau: float = 0.05
+    """sl, sl_paper, advinfonce: code units; psl: paper units."""
     activation: str = "tanh"
     """PSL activation: tanh, atan, relu (or exp, which equals SL at 2x tau)."""
     tau1: float = 0.1
     tau2: float = 0.1
+    # The min-max losses' keys default to None (= the IR-Benchmark default); setting one for a loss
+    # that does not take it is an error (prefrec.losses._LOSS_HYPER), not silently ignored.
+    neg_weight: float | None = None
+    """advinfonce: lambda, the weight of the negatives' term (default 64)."""
+    lr_adv: float | None = None
+    """advinfonce: the adversary's Adam learning rate (default 5e-5; it ascends the loss)."""
+    epoch_adv: int | None = None
+    """advinfonce: every epoch_adv-th epoch trains only the adversary, the others only the model (default 5)."""
+    alpha: float | None = None
+    """llpauc: TPR bound alpha in (0, 1] (default 0.7)."""
+    beta: float | None = None
+    """llpauc: FPR bound beta in (0, 1] (default 0.01)."""
 
 
 class CFTrain(Config):

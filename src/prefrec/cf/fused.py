@@ -15,7 +15,7 @@ Formulas (per row, d_j = s_j - s_pos, w = softmax_j(z_j), masked slots z_j = -in
 - ``bsl``: L = -s_pos/tau1 + (tau2/tau1) logsumexp_j(s_j/tau2);  dL/ds_j = w_j / tau1, dL/ds_pos = -1/tau1.
 
 For psl/sl, dL/ds_pos = -sum_j dL/ds_j. Parity with :mod:`prefrec.losses` (values and gradients)
-is tested in tests/test_cf_fastpaths.py. Anything else (bpr, sl_paper) uses the plain losses.
+is tested in tests/test_cf_fastpaths.py. Anything else (bpr, sl_paper, advinfonce, llpauc) uses the plain losses.
 """
 
 from __future__ import annotations

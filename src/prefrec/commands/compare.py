@@ -12,8 +12,9 @@ Train one config once per loss label and print one table of test metrics.
 
 A label is looked up in the config's `presets:` mapping (label -> dotted overrides, e.g. the
 paper's tau for that loss); otherwise `psl-<activation>` means loss.name=psl with that
-activation and any other label is a loss name (bpr, sl, sl_paper, psl, bsl). Each run goes to
-runs/<name>-<label>/. Command-line key=value overrides apply to every run, after the preset.
+activation and any other label is a loss name (bpr, sl, sl_paper, psl, bsl, advinfonce, llpauc).
+Each run goes to runs/<name>-<label>/. Command-line key=value overrides apply to every run, after
+the preset.
 
 example:
   prefrec compare --config configs/ml100k_mf_psl.yaml --losses bpr sl bsl psl-tanh psl-atan psl-relu
@@ -25,7 +26,8 @@ def register(sub) -> None:
                        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common(p)
     p.add_argument("--losses", nargs="+", required=True, metavar="LABEL",
-                   help="loss labels: bpr sl sl_paper bsl psl psl-tanh psl-atan psl-relu or preset names")
+                   help="loss labels: bpr sl sl_paper bsl psl psl-tanh psl-atan psl-relu advinfonce llpauc "
+                        "or preset names")
     p.add_argument("--resume", action="store_true", help="resume each run from its checkpoints")
     p.set_defaults(func=run)
 

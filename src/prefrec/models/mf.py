@@ -8,16 +8,19 @@ from torch import nn
 
 from prefrec.errors import ConfigError
 
-INITS = ("normal", "xavier_normal")
+INITS = ("normal", "xavier_normal", "small_normal")
 
 
 def init_embeddings(*tables: nn.Embedding, init: str) -> None:
     """``normal``: nn.Embedding's default N(0, 1) (the peer's MF/LightGCN; row norms ~ sqrt(d),
     which sets the angular step size under Adam, research §0.8). ``xavier_normal``: what the
-    peer's BPR re-initialises to."""
+    peer's BPR re-initialises to. ``small_normal``: N(0, 0.01^2), what the peer's LLPAUC
+    re-initialises to."""
     for t in tables:
         if init == "normal":
             nn.init.normal_(t.weight, 0.0, 1.0)
+        elif init == "small_normal":
+            nn.init.normal_(t.weight, 0.0, 0.01)
         elif init == "xavier_normal":
             nn.init.xavier_normal_(t.weight)
         else:

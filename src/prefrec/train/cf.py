@@ -1,4 +1,4 @@
-"""The CF training loop: MF / LightGCN x BPR / SL / BSL / PSL, with the paper's protocol.
+"""The CF training loop: MF / LightGCN x BPR, SL, BSL, PSL, AdvInfoNCE, LLPAUC; the paper's protocol.
 
 Protocol (research §3): Adam (coupled weight decay), batches over shuffled training (u, i) pairs,
 fresh negatives every batch (per-row, paper; or shared, fast), validation every ``eval_every``
@@ -6,6 +6,9 @@ epochs, best checkpoint by validation NDCG@20 with ties going to the later epoch
 stopping (off by default), test on the best weights. Writes ``<output_dir>/<name>/``:
 ``config.yaml``, ``metrics.jsonl``, ``checkpoints/step-*`` (resume), ``best.safetensors``,
 ``report.md``.
+
+AdvInfoNCE and LLPAUC are min-max objectives with state beside the model (an adversary; LLPAUC's
+scalars): :mod:`prefrec.cf.minmax` holds it, and it is checkpointed with the model for resume.
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ log = logging.getLogger("prefrec.train.cf")
 
 # Scores fed to each loss are multiplied by this (PSL works on the paper's cos/2 scale, §0.4).
 SCORE_SCALE = {"psl": 0.5}
-CF_LOSSES = ("bpr", "sl", "sl_paper", "psl", "bsl")
+CF_LOSSES = ("bpr", "sl", "sl_paper", "psl", "bsl", "advinfonce", "llpauc")
+MINMAX_KEYS = ("neg_weight", "lr_adv", "epoch_adv", "alpha", "beta")
+"""CFLoss keys of the min-max losses: None = default; set for a loss without them = an error."""
 
 
 @dataclass
@@ -111,12 +116,31 @@ def load_splits(cfg: CFConfig, data_dir: str | Path | None = None) -> CFSplits:
     return splits
 
 
+def loss_hyper(cfg: CFConfig) -> dict[str, Any]:
+    """The hyperparameters of ``cfg.loss.name`` from the config, for ``make_loss`` to validate.
+
+    The min-max keys (:data:`MINMAX_KEYS`) are passed whenever they are set, so a key set for a
+    loss that does not take it (``loss.alpha`` with psl) is an error naming the loss's keys."""
+    lc = cfg.loss
+    hyper: dict[str, Any] = {}
+    if lc.name in ("sl", "sl_paper", "advinfonce"):
+        hyper = {"tau": lc.tau}
+    elif lc.name == "psl":
+        hyper = {"tau": lc.tau, "activation": lc.activation}
+    elif lc.name == "bsl":
+        hyper = {"tau1": lc.tau1, "tau2": lc.tau2}
+    hyper.update({k: getattr(lc, k) for k in MINMAX_KEYS if getattr(lc, k) is not None})
+    return hyper
+
+
 def build_loss(cfg: CFConfig) -> tuple[Callable, float]:
     """(loss_fn(pos, neg, mask) -> (B,), score scale) from the config; validates names and taus.
 
     psl/sl/bsl get the fused forward+backward of :mod:`prefrec.cf.fused` (same values and
-    gradients as :mod:`prefrec.losses`, fewer passes over the B x N scores)."""
-    from prefrec.losses import make_loss
+    gradients as :mod:`prefrec.losses`, fewer passes over the B x N scores). advinfonce/llpauc
+    get the plain :func:`prefrec.losses.make_minmax_loss` callables (extra keyword arguments;
+    :func:`build_minmax` wraps them with their state)."""
+    from prefrec.losses import MINMAX_LOSSES, make_loss, make_minmax_loss
 
     lc = cfg.loss
     if lc.name not in CF_LOSSES:
@@ -125,22 +149,39 @@ def build_loss(cfg: CFConfig) -> tuple[Callable, float]:
         close = difflib.get_close_matches(lc.name, CF_LOSSES, n=1)
         raise ConfigError(f"unknown CF loss {lc.name!r}", where="loss.name",
                           fix=f"use one of {', '.join(CF_LOSSES)}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    hyper: dict[str, Any] = {}
-    if lc.name in ("sl", "sl_paper"):
-        hyper = {"tau": lc.tau}
-    elif lc.name == "psl":
-        hyper = {"tau": lc.tau, "activation": lc.activation}
-    elif lc.name == "bsl":
-        hyper = {"tau1": lc.tau1, "tau2": lc.tau2}
+    hyper = loss_hyper(cfg)
+    if lc.name in MINMAX_LOSSES:
+        return make_minmax_loss(lc.name, **hyper), SCORE_SCALE.get(lc.name, 1.0)
     from prefrec.cf.fused import fused_loss
 
     plain = make_loss(lc.name, **hyper)  # validates names and temperatures
     return fused_loss(lc.name, **hyper) or plain, SCORE_SCALE.get(lc.name, 1.0)
 
 
+def build_minmax(cfg: CFConfig, loss_fn: Callable, splits: CFSplits):
+    """The extra trained state of advinfonce / llpauc (:mod:`prefrec.cf.minmax`), else None."""
+    from prefrec.losses import MINMAX_DEFAULTS
+
+    name = cfg.loss.name
+    if name == "advinfonce":
+        from prefrec.cf.minmax import AdvInfoNCE
+
+        h = {**MINMAX_DEFAULTS[name], **loss_hyper(cfg)}
+        return AdvInfoNCE(loss_fn, splits.n_users, splits.n_items, cfg.model.dim, lr_adv=h["lr_adv"],
+                          epoch_adv=h["epoch_adv"], weight_decay=cfg.train.weight_decay, scoring=cfg.train.scoring)
+    if name == "llpauc":
+        from prefrec.cf.minmax import LLPAUC
+
+        return LLPAUC(loss_fn, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    return None
+
+
+_AUTO_INIT = {"bpr": "xavier_normal", "llpauc": "small_normal"}  # the peer's re-initialisations
+
+
 def build_model(cfg: CFConfig, splits: CFSplits) -> torch.nn.Module:
     m = cfg.model
-    init = m.init if m.init != "auto" else ("xavier_normal" if cfg.loss.name == "bpr" else "normal")
+    init = m.init if m.init != "auto" else _AUTO_INIT.get(cfg.loss.name, "normal")
     if m.name == "mf":
         from prefrec.models.mf import MF
 
@@ -173,13 +214,14 @@ def _batch_embeddings(model, users: torch.Tensor, item_rows: torch.Tensor | None
     return U[users], (I if item_rows is None else I[item_rows])
 
 
-def batch_loss(model, users, pos, sampler, loss_fn, scale: float, negatives: int, mode: str,
-               scoring: str = "auto", workspace=None) -> torch.Tensor:
-    """Mean loss of one batch: embeddings once, positive scores, fresh negatives, loss.
+def batch_scores(model, users, pos, sampler, scale: float, negatives: int, mode: str,
+                 scoring: str = "auto", workspace=None):
+    """One batch's scores: embeddings once, positive scores, fresh negatives.
 
-    The loss's score scale (PSL: cos/2) is applied to the (B, d) user rows, not to the (B, N)
-    scores (exact for the power-of-two scale). ``workspace`` (:class:`prefrec.cf.scoring.Workspace`)
-    lets the dense per-row path reuse its (B, |I|) buffer across batches.
+    Returns ``(pos (B,), neg (B, N), mask (B, N) or None, negative ids)``; the ids are ``(B, N)``
+    per row or ``(N,)`` shared. The loss's score scale (PSL: cos/2) is applied to the (B, d) user
+    rows, not to the (B, N) scores (exact for the power-of-two scale). ``workspace``
+    (:class:`prefrec.cf.scoring.Workspace`) lets the dense per-row path reuse its (B, |I|) buffer.
     """
     from prefrec.cf import scoring as sc
 
@@ -200,6 +242,14 @@ def batch_loss(model, users, pos, sampler, loss_fn, scale: float, negatives: int
             u = u * scale
         sp = (u * I[pos]).sum(-1)
         sn = sc.per_row_scores(u, I, neg, scoring, workspace)
+        items = neg
+    return sp, sn, mask, items
+
+
+def batch_loss(model, users, pos, sampler, loss_fn, scale: float, negatives: int, mode: str,
+               scoring: str = "auto", workspace=None) -> torch.Tensor:
+    """Mean loss of one batch (:func:`batch_scores`, then ``loss_fn``)."""
+    sp, sn, mask, _ = batch_scores(model, users, pos, sampler, scale, negatives, mode, scoring, workspace)
     return loss_fn(sp, sn, mask).mean()
 
 
@@ -301,6 +351,7 @@ def _train_cf(cfg: CFConfig, data_dir, resume: bool, splits: CFSplits | None, ru
         splits = load_splits(cfg, data_dir)
     model = build_model(cfg, splits)
     opt = make_optimizer(model, tc.lr, tc.weight_decay)
+    minmax = build_minmax(cfg, loss_fn, splits)
     from prefrec.cf.scoring import Workspace
 
     workspace = Workspace()
@@ -316,6 +367,8 @@ def _train_cf(cfg: CFConfig, data_dir, resume: bool, splits: CFSplits | None, ru
         parts, state = load_checkpoint(ck)
         model.load_state_dict(parts["model"])
         opt.load_state_dict(parts["optimizer"])
+        if minmax is not None:
+            minmax.load_state_dict(parts["minmax"])
         gen.set_state(parts["rng"]["shuffle"])
         sampler.set_state(parts["rng"]["sampler"])
         torch.set_rng_state(parts["rng"]["torch"])
@@ -340,14 +393,25 @@ def _train_cf(cfg: CFConfig, data_dir, resume: bool, splits: CFSplits | None, ru
         total = 0.0
         for b in tqdm(range(n_batches), desc=f"epoch {epoch + 1}/{tc.epochs}", disable=not show, leave=False):
             idx = perm[b * tc.batch_size:(b + 1) * tc.batch_size]
-            loss = batch_loss(model, rows_u[idx], rows_i[idx], sampler, loss_fn, scale, tc.negatives,
-                              tc.negative_mode, tc.scoring, workspace)
+            users, pos = rows_u[idx], rows_i[idx]
+            if minmax is None:
+                loss = batch_loss(model, users, pos, sampler, loss_fn, scale, tc.negatives,
+                                  tc.negative_mode, tc.scoring, workspace)
+                opts = [opt]
+            else:
+                loss = minmax.loss(epoch, users, lambda: batch_scores(
+                    model, users, pos, sampler, scale, tc.negatives, tc.negative_mode, tc.scoring, workspace))
+                opts = minmax.optimizers(opt, epoch)
             if not torch.isfinite(loss):
                 raise DataError(f"the loss became {loss.item()} at epoch {epoch + 1}, batch {b + 1}",
                                 where=str(run), fix="lower train.lr or raise loss.tau")
-            opt.zero_grad(set_to_none=True)
+            for o in opts:
+                o.zero_grad(set_to_none=True)
             loss.backward()
-            opt.step()
+            for o in opts:
+                o.step()
+            if minmax is not None:
+                minmax.after_step()
             total += loss.item()
         secs = time.time() - te
         train_seconds += secs
@@ -372,10 +436,13 @@ def _train_cf(cfg: CFConfig, data_dir, resume: bool, splits: CFSplits | None, ru
             metrics.write(rec)
             log.info("epoch %d loss %.4f (%.1fs)", epoch + 1, rec["loss"], secs)
         if (epoch + 1) % tc.checkpoint_every == 0 or done or stopped:
-            save_checkpoint(ckdir, epoch + 1, {
-                "model": model.state_dict(), "optimizer": opt.state_dict(),
-                "rng": {"shuffle": gen.get_state(), "sampler": sampler.get_state(), "torch": torch.get_rng_state()},
-            }, {"epoch": epoch + 1, "best": best, "best_epoch": best_epoch, "bad": bad}, keep=tc.keep_checkpoints)
+            parts = {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                     "rng": {"shuffle": gen.get_state(), "sampler": sampler.get_state(), "torch": torch.get_rng_state()}}
+            if minmax is not None:
+                parts["minmax"] = minmax.state_dict()
+            save_checkpoint(ckdir, epoch + 1, parts,
+                            {"epoch": epoch + 1, "best": best, "best_epoch": best_epoch, "bad": bad},
+                            keep=tc.keep_checkpoints)
         if stopped:
             log.info("early stop at epoch %d (patience %d)", epoch + 1, tc.patience)
             break
@@ -425,4 +492,12 @@ def _loss_desc(cfg: CFConfig) -> str:
         return f"tau {lc.tau} (code units, raw cos)"
     if lc.name == "bsl":
         return f"tau1 {lc.tau1}, tau2 {lc.tau2} (code units)"
+    if lc.name in ("advinfonce", "llpauc"):
+        from prefrec.losses import MINMAX_DEFAULTS
+
+        h = {**MINMAX_DEFAULTS[lc.name], **loss_hyper(cfg)}
+        if lc.name == "advinfonce":
+            return (f"tau {h['tau']} (code units, raw cos), neg_weight {h['neg_weight']}, "
+                    f"adversary lr {h['lr_adv']} every {h['epoch_adv']}th epoch")
+        return f"alpha {h['alpha']}, beta {h['beta']}, kappa {h['kappa']} (scores sigmoid(cos))"
     return "norm" if cfg.model.norm else "dot product"
