@@ -80,6 +80,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from sdpo_step import mem_available_gib, start_memory_guard  # noqa: E402  (one copy of the memory guard)
 DATA = Path(os.environ.get("PREFREC_DATA", HERE.parent.parent / "shared" / "data"))
 LABELS = {"share": "(a) share", "share_grad": "(c) share+grad", "own": "(d) no-share K", "eff": "(b) no-share Keff"}
 ORDER = ["share", "share_grad", "own", "eff"]
@@ -113,30 +115,6 @@ def reset_peak() -> bool:
     return maxrss_mib() <= rss_mib() + 1.0
 
 
-def mem_available_gib() -> float:
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) / 1024 ** 2
-    return float("nan")
-
-
-def start_memory_guard(floor_gib: float) -> None:
-    """Exit (code 3) before the shared machine runs out of memory."""
-    import threading
-
-    def watch() -> None:
-        while True:
-            if mem_available_gib() < floor_gib:
-                print(f"memory guard: MemAvailable < {floor_gib} GiB with this process at "
-                      f"{rss_mib() / 1024:.1f} GiB RSS: aborting", file=sys.stderr, flush=True)
-                os._exit(3)
-            time.sleep(0.2)
-
-    threading.Thread(target=watch, daemon=True).start()
-
-
-# ----------------------------------------------------------------------------- plan
 def effective_negatives(k_own: int, batch: int, share_ratio: float) -> tuple[int, int]:
     """(neighbours k, effective negatives K + k*K) exactly as ``share_negatives`` computes them
     for a single-process batch of distinct examples."""
