@@ -29,3 +29,17 @@ def data_dir() -> Path:
 def _seed_and_threads():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="session")
+def load_script():
+    """Import a repository script (docs/gen_cli.py, bench/*.py) that is not in a package."""
+    import importlib.util
+
+    def load(path: Path, name: str):
+        spec = importlib.util.spec_from_file_location(name, path)
+        mod = importlib.util.module_from_spec(spec)
+        assert spec.loader is not None
+        spec.loader.exec_module(mod)
+        return mod
+    return load

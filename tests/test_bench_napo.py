@@ -4,7 +4,6 @@ counts the NAPO step actually used match the sharing rule (batch 4, K 3, share_r
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -14,16 +13,10 @@ import pytest
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "napo_step.py"
 
 
-def _bench():
-    spec = importlib.util.spec_from_file_location("napo_step_bench", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(mod)
-    return mod
 
 
-def test_effective_negative_rule():
-    bench = _bench()
+def test_effective_negative_rule(load_script):
+    bench = load_script(BENCH, "napo_step_bench")
     assert bench.effective_negatives(3, 4, 1.0) == (3, 12)
     assert bench.effective_negatives(3, 4, 0.7) == (2, 9)    # int(0.7 * 3) = 2, rounded down
     assert bench.effective_negatives(5, 2, 1.0) == (1, 10)
@@ -31,8 +24,8 @@ def test_effective_negative_rule():
 
 
 @pytest.mark.slow
-def test_tiny_benchmark_reports_finite_figures_and_counts(tmp_path, capsys):
-    bench = _bench()
+def test_tiny_benchmark_reports_finite_figures_and_counts(tmp_path, capsys, load_script):
+    bench = load_script(BENCH, "napo_step_bench")
     out = tmp_path / "napo.json"
     bench.main(["--tiny", "--in-process", "--steps", "2", "--json", str(out)])
     text = capsys.readouterr().out

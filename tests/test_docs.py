@@ -9,7 +9,6 @@ Help *texts* are deliberately not compared: they change often and cli.md is rege
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
 
@@ -19,16 +18,10 @@ REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
 
 
-def _gen_cli():
-    spec = importlib.util.spec_from_file_location("gen_cli", DOCS / "gen_cli.py")
-    mod = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(mod)
-    return mod
 
 
-def test_every_command_has_a_cli_md_section():
-    gen = _gen_cli()
+def test_every_command_has_a_cli_md_section(load_script):
+    gen = load_script(DOCS / "gen_cli.py", "gen_cli")
     names = gen.command_names()
     assert "train-cf" in names and "data stats" in names  # the walk sees nested commands
     have = gen.documented((DOCS / "cli.md").read_text(encoding="utf-8"))
@@ -37,9 +30,9 @@ def test_every_command_has_a_cli_md_section():
                          "Regenerate it with `python docs/gen_cli.py`.")
 
 
-def test_section_check_can_fail(tmp_path):
+def test_section_check_can_fail(tmp_path, load_script):
     """The check above is not vacuous: a cli.md without some command's section is caught."""
-    gen = _gen_cli()
+    gen = load_script(DOCS / "gen_cli.py", "gen_cli")
     text = gen.render()
     first = gen.command_names()[0]
     pruned = re.sub(rf"^## `prefrec {re.escape(first)}`\s*$", "## (removed)", text, flags=re.M)
