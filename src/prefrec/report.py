@@ -253,12 +253,17 @@ def _curve_plot(runs: Sequence[RunRecord], keys: Sequence[str], title: str, out:
     ax.set_xlabel("step" if any("step" in row for r in runs for row in r.history) else "epoch")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    return _save(fig, out)
+
+
+
+def _save(fig, out: Path) -> Path:
+    """Lay out, write and close one figure (closing frees it: reports draw many)."""
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
-    plt.close(fig)
+    _plt().close(fig)
     return out
-
 
 def _bar_plot(runs: Sequence[RunRecord], cols: Sequence[str], out: Path) -> Path | None:
     cols = [c for c in cols if any(c in r.results for r in runs)]
@@ -275,11 +280,7 @@ def _bar_plot(runs: Sequence[RunRecord], cols: Sequence[str], out: Path) -> Path
     ax.set_title("final metrics")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def _history_keys(runs: Sequence[RunRecord]) -> set[str]:

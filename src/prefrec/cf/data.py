@@ -53,6 +53,23 @@ class UserItems:
         return np.bincount(self.indices, minlength=self.n_items)
 
 
+def _split_random_per_user(ui: UserItems, take: np.ndarray, rng: np.random.Generator
+                           ) -> tuple[UserItems, UserItems]:
+    """Move ``take[u]`` uniformly random items of each user ``u`` out of ``ui``: ``(kept, moved)``.
+
+    One random key per stored pair, then each pair's rank within its user (sort by (user, key));
+    the pairs ranked below ``take[u]`` move. One vectorised pass, no per-user Python loop.
+    """
+    n = ui.counts
+    order = np.lexsort((rng.random(len(ui)), ui.users))
+    rank = np.empty(len(ui), dtype=np.int64)
+    rank[order] = np.arange(len(ui)) - np.repeat(ui.indptr[:-1], n)
+    moved = rank < np.repeat(take, n)
+    u = ui.users
+    return (UserItems.from_pairs(u[~moved], ui.indices[~moved], ui.n_users, ui.n_items),
+            UserItems.from_pairs(u[moved], ui.indices[moved], ui.n_users, ui.n_items))
+
+
 def holdout_per_user(ui: UserItems, fraction: float, seed: int) -> tuple[UserItems, UserItems]:
     """Move ``max(floor(fraction * n_u), 1)`` random items of every user into a holdout.
 
@@ -63,18 +80,9 @@ def holdout_per_user(ui: UserItems, fraction: float, seed: int) -> tuple[UserIte
     if not 0.0 < fraction < 1.0:
         raise DataError(f"holdout fraction {fraction} must be in (0, 1)", where="data.valid_fraction",
                         fix="use 0.1 (the paper's validation fraction)")
-    rng = np.random.default_rng(seed)
     n = ui.counts
     take = np.where(n >= 2, np.maximum(np.floor(fraction * n).astype(np.int64), 1), 0)
-    # Random rank of every pair within its user: sort by (user, random key).
-    r = rng.random(len(ui))
-    order = np.lexsort((r, ui.users))
-    rank = np.empty(len(ui), dtype=np.int64)
-    rank[order] = np.arange(len(ui)) - np.repeat(ui.indptr[:-1], n)
-    held = rank < np.repeat(take, n)
-    u = ui.users
-    return (UserItems.from_pairs(u[~held], ui.indices[~held], ui.n_users, ui.n_items),
-            UserItems.from_pairs(u[held], ui.indices[held], ui.n_users, ui.n_items))
+    return _split_random_per_user(ui, take, np.random.default_rng(seed))
 
 
 def random_split(user, item, n_users: int, n_items: int, test_fraction: float, seed: int
@@ -86,17 +94,8 @@ def random_split(user, item, n_users: int, n_items: int, test_fraction: float, s
     IR-Benchmark's IID construction (80/20 per user).
     """
     ui = UserItems.from_pairs(user, item, n_users, n_items)
-    rng = np.random.default_rng(seed)
-    n = ui.counts
-    take = np.floor(test_fraction * n).astype(np.int64)
-    r = rng.random(len(ui))
-    order = np.lexsort((r, ui.users))
-    rank = np.empty(len(ui), dtype=np.int64)
-    rank[order] = np.arange(len(ui)) - np.repeat(ui.indptr[:-1], n)
-    test = rank < np.repeat(take, n)
-    u = ui.users
-    return (UserItems.from_pairs(u[~test], ui.indices[~test], n_users, n_items),
-            UserItems.from_pairs(u[test], ui.indices[test], n_users, n_items))
+    take = np.floor(test_fraction * ui.counts).astype(np.int64)
+    return _split_random_per_user(ui, take, np.random.default_rng(seed))
 
 
 def false_negative_split(train: UserItems, fraction: float, seed: int) -> tuple[UserItems, UserItems]:
@@ -111,14 +110,6 @@ def false_negative_split(train: UserItems, fraction: float, seed: int) -> tuple[
     if not 0.0 < fraction < 1.0:
         raise DataError(f"false-negative fraction {fraction} must be in (0, 1)", where="data.noise_fraction",
                         fix="use 0.1 (the paper's 10%)")
-    rng = np.random.default_rng(seed + 7919)
     n = train.counts
     take = np.minimum(np.round(fraction * n).astype(np.int64), np.maximum(n - 1, 0))
-    r = rng.random(len(train))
-    order = np.lexsort((r, train.users))
-    rank = np.empty(len(train), dtype=np.int64)
-    rank[order] = np.arange(len(train)) - np.repeat(train.indptr[:-1], n)
-    fn = rank < np.repeat(take, n)
-    u = train.users
-    return (UserItems.from_pairs(u[~fn], train.indices[~fn], train.n_users, train.n_items),
-            UserItems.from_pairs(u[fn], train.indices[fn], train.n_users, train.n_items))
+    return _split_random_per_user(train, take, np.random.default_rng(seed + 7919))

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from prefrec.errors import ConfigError
-from prefrec.models.mf import init_embeddings
+from prefrec.models.mf import EmbeddingRecommender, init_embeddings
 
 
 def normalized_adjacency(user: np.ndarray, item: np.ndarray, n_users: int, n_items: int) -> torch.Tensor:
@@ -36,7 +36,7 @@ def normalized_adjacency(user: np.ndarray, item: np.ndarray, n_users: int, n_ite
     return coo.coalesce()
 
 
-class LightGCN(nn.Module):
+class LightGCN(EmbeddingRecommender):
     """``e = mean_{l=0..L} A^l e^0``; ``layers`` defaults to 2 (the paper's B.4; the peer CLI's is 3)."""
 
     def __init__(self, n_users: int, n_items: int, train_user: np.ndarray, train_item: np.ndarray,
@@ -65,11 +65,3 @@ class LightGCN(nn.Module):
         if self.norm:
             u, i = F.normalize(u, dim=1), F.normalize(i, dim=1)
         return u, i
-
-    def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        u, i = self.user_item_embeddings()
-        return (u[users] * i[items]).sum(-1)
-
-    def full_scores(self, users: torch.Tensor) -> torch.Tensor:
-        u, i = self.user_item_embeddings()
-        return u[users] @ i.T

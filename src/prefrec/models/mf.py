@@ -27,7 +27,28 @@ def init_embeddings(*tables: nn.Embedding, init: str) -> None:
             raise ConfigError(f"unknown init {init!r}", where="model.init", fix=f"use one of {', '.join(INITS)}")
 
 
-class MF(nn.Module):
+class EmbeddingRecommender(nn.Module):
+    """What MF and LightGCN share: scores are dot products of the final user and item tables.
+
+    Subclasses define :meth:`user_item_embeddings`; training (train/cf.py), evaluation and the
+    Python API only call these three methods.
+    """
+
+    def user_item_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Scores of (user, item) pairs, broadcast like ``users`` and ``items``."""
+        u, i = self.user_item_embeddings()
+        return (u[users] * i[items]).sum(-1)
+
+    def full_scores(self, users: torch.Tensor) -> torch.Tensor:
+        """(len(users), I) scores against every item."""
+        u, i = self.user_item_embeddings()
+        return u[users] @ i.T
+
+
+class MF(EmbeddingRecommender):
     """``s(u, i) = <e_u, e_i>``; with ``norm=True`` the embeddings are L2-normalised, so the score is
     the cosine (the paper's setting for every SL-family loss, Sec. 2)."""
 
@@ -44,12 +65,3 @@ class MF(nn.Module):
         if self.norm:
             u, i = F.normalize(u, dim=1), F.normalize(i, dim=1)
         return u, i
-
-    def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        u, i = self.user_item_embeddings()
-        return (u[users] * i[items]).sum(-1)
-
-    def full_scores(self, users: torch.Tensor) -> torch.Tensor:
-        """(len(users), I) scores against every item."""
-        u, i = self.user_item_embeddings()
-        return u[users] @ i.T
