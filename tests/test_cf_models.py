@@ -1,6 +1,7 @@
 """MF and LightGCN: embeddings, normalisation, adjacency from training edges, propagation."""
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -52,3 +53,71 @@ def test_lightgcn_propagation_matches_dense():
     U, I = m.user_item_embeddings()
     (U.sum() + I.pow(2).sum()).backward()
     assert m.user.weight.grad is not None and torch.isfinite(m.item.weight.grad).all()
+
+
+def _xsimgcl(**kw):
+    from prefrec.models.xsimgcl import XSimGCL
+
+    rng = np.random.default_rng(0)
+    u, i = np.nonzero(rng.random((6, 5)) < 0.5)
+    return XSimGCL(6, 5, u, i, dim=4, norm=False, **kw)
+
+
+def test_xsimgcl_eval_propagation_is_mean_of_layers_without_ego():
+    m = _xsimgcl(layers=3, cl_layer=2).eval()
+    A = m.adj.to_dense()
+    e = torch.cat([m.user.weight, m.item.weight])
+    layers = [A @ e]
+    for _ in range(2):
+        layers.append(A @ layers[-1])
+    U, I = m.user_item_embeddings()
+    torch.testing.assert_close(torch.cat([U, I]), sum(layers) / 3)
+    U2, I2 = m.user_item_embeddings()  # no noise at evaluation: deterministic
+    torch.testing.assert_close(U, U2)
+
+
+def test_xsimgcl_noise_has_norm_eps_and_keeps_the_sign():
+    """One layer: the perturbation is sign(e) * normalize(noise) * eps, row norm exactly eps."""
+    for noise in ("gaussian", "uniform"):
+        m = _xsimgcl(layers=1, eps=0.3, noise=noise).train()
+        clean = m.adj.to_dense() @ torch.cat([m.user.weight, m.item.weight])
+        torch.manual_seed(1)
+        final, view = m.propagate(perturb=True)
+        delta = (final - clean).detach()
+        rows = clean.abs().sum(1) > 0  # isolated nodes: sign(0) = 0, no noise
+        torch.testing.assert_close(delta[rows].norm(dim=1), torch.full((int(rows.sum()),), 0.3))
+        torch.testing.assert_close(view, final)  # cl_layer 1 of 1
+        if noise == "uniform":  # U(0, 1) noise stays in the embedding's orthant
+            assert (delta * torch.sign(clean) >= 0).all()
+
+
+def test_xsimgcl_contrastive_loss_matches_naive_infonce():
+    m = _xsimgcl(layers=2, cl_layer=1, cl_weight=0.5, cl_tau=0.2).train()
+    torch.manual_seed(0)
+    m.user_item_embeddings()
+    final, view = (t.detach().clone() for t in m._views)
+    users, pos = torch.tensor([0, 2, 2, 5]), torch.tensor([1, 1, 3, 4])
+
+    def naive(a, b):
+        total = 0.0
+        for k in range(len(a)):
+            sims = [F.cosine_similarity(a[k], b[j], dim=0) / 0.2 for j in range(len(b))]
+            total += -(sims[k] - torch.logsumexp(torch.stack(sims), 0))
+        return total / len(a)
+
+    want = 0.5 * (naive(final[users], view[users]) + naive(final[pos + 6], view[pos + 6]))
+    got = m.auxiliary_loss(users, pos)
+    torch.testing.assert_close(got, want)
+    got.backward()
+    assert m.user.weight.grad is not None and torch.isfinite(m.item.weight.grad).all()
+    with pytest.raises(RuntimeError, match="training-mode"):
+        m.auxiliary_loss(users, pos)  # the views are used once
+
+
+def test_xsimgcl_bad_settings():
+    from prefrec.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="cl_layer"):
+        _xsimgcl(layers=2, cl_layer=3)
+    with pytest.raises(ConfigError, match="at least one layer"):
+        _xsimgcl(layers=0)

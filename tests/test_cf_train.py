@@ -39,6 +39,7 @@ def cfg(tmp_path, *over):
     ["loss.name=psl", "loss.activation=relu"],
     ["loss.name=sl", "train.negative_mode=shared"],
     ["loss.name=bsl", "model.name=lightgcn"],
+    ["loss.name=psl", "loss.activation=relu", "model.name=xsimgcl", "model.layers=2"],
     ["loss.name=bpr", "train.negatives=1", "model.norm=false", "train.lr=0.01"],
 ])
 def test_learns_and_writes_run_dir(tmp_path, over):
@@ -65,6 +66,22 @@ def test_resume_gives_identical_results(tmp_path):
     rb = (tmp_path / "b" / "t" / "metrics.jsonl").read_text().splitlines()
     strip = lambda lines: [{k: v for k, v in json.loads(x).items() if k != "seconds"} for x in lines]  # noqa: E731
     assert strip(ra) == strip(rb)
+
+
+def test_xsimgcl_resume_is_exact_and_its_keys_need_xsimgcl(tmp_path):
+    """The per-layer noise comes from torch's RNG, which checkpoints keep: resuming is exact."""
+    tr, te = clustered(seed=3)
+    splits = build_splits(tr, te, seed=0)
+    x = ["model.name=xsimgcl", "model.cl_weight=0.1", "model.noise=uniform"]
+    full = train_cf(cfg(tmp_path / "a", "train.epochs=4", *x), splits=splits)
+    train_cf(cfg(tmp_path / "b", "train.epochs=2", *x), splits=splits)
+    resumed = train_cf(cfg(tmp_path / "b", "train.epochs=4", *x), splits=splits, resume=True)
+    assert resumed["test"] == full["test"]
+    without = train_cf(cfg(tmp_path / "c", "train.epochs=4", "model.name=xsimgcl", "model.cl_weight=0",
+                           "model.eps=0", "model.noise=uniform"), splits=splits)
+    assert without["test"] != full["test"]  # the contrastive term and the noise change training
+    with pytest.raises(ConfigError, match="cl_weight only apply to model.name=xsimgcl"):
+        cfg(tmp_path, "model.cl_weight=0.1")
 
 
 def test_early_stopping_and_tie_to_later_epoch(tmp_path):

@@ -65,7 +65,7 @@ class CFStudy(Config):
     base: dict[str, Any] = {}
     """A ``CFConfig`` as a mapping (data/model/loss/train); validated when the study loads."""
     backbones: list[str] = ["mf"]
-    """``model.name`` values (mf, lightgcn)."""
+    """``model.name`` values (mf, lightgcn, xsimgcl)."""
     losses: list[str] = ["bpr", "sl", "psl"]
     """Run labels: a key of ``presets`` or a loss name (``prefrec.train.cf.CF_LOSSES``: bpr, sl, sl_paper,
     psl, bsl, advinfonce, llpauc)."""

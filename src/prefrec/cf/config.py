@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from prefrec.config import Config
 
@@ -52,15 +52,39 @@ class CFData(Config):
 
 
 class CFModel(Config):
-    name: Literal["mf", "lightgcn"] = "mf"
+    name: Literal["mf", "lightgcn", "xsimgcl"] = "mf"
     dim: int = Field(64, ge=1)
-    layers: int = Field(2, ge=0)
-    """LightGCN propagation layers (paper: 2)."""
+    layers: int | None = Field(None, ge=0)
+    """Propagation layers; None = the paper's: LightGCN 2, XSimGCL 3."""
     norm: bool = True
     """L2-normalise embeddings (cosine scores); the paper's setting for SL-family losses."""
-    init: Literal["auto", "normal", "xavier_normal", "small_normal"] = "auto"
+    init: Literal["auto", "normal", "xavier_normal", "xavier_uniform", "small_normal"] = "auto"
     """auto: xavier_normal for BPR, small_normal N(0, 0.01^2) for LLPAUC (as the peer re-initialises
-    both), N(0,1) otherwise."""
+    both), xavier_uniform for XSimGCL, N(0,1) otherwise."""
+    # XSimGCL only (None = the paper's value; setting one for another backbone is an error).
+    eps: float | None = Field(None, ge=0.0)
+    """XSimGCL noise magnitude per layer (0.1)."""
+    cl_layer: int | None = Field(None, ge=1)
+    """XSimGCL contrastive view: this layer's output (1)."""
+    cl_weight: float | None = Field(None, ge=0.0)
+    """XSimGCL weight of the contrastive loss (0.2; the paper uses 0.05 on Amazon-Electronic)."""
+    cl_tau: float | None = Field(None, gt=0.0)
+    """XSimGCL InfoNCE temperature (0.1)."""
+    noise: Literal["gaussian", "uniform"] | None = None
+    """XSimGCL noise distribution: gaussian (IR-Benchmark, default) or uniform (the original)."""
+
+    @model_validator(mode="after")
+    def _xsimgcl_keys_need_xsimgcl(self) -> CFModel:
+        if self.name != "xsimgcl":
+            set_keys = [k for k in XSIMGCL_DEFAULTS if getattr(self, k) is not None]
+            if set_keys:
+                raise ValueError(f"{', '.join(set_keys)} only apply to model.name=xsimgcl, not {self.name!r}")
+        return self
+
+
+XSIMGCL_DEFAULTS: dict[str, Any] = {"eps": 0.1, "cl_layer": 1, "cl_weight": 0.2, "cl_tau": 0.1, "noise": "gaussian"}
+"""XSimGCL's settings in the PSL paper (B.4) and IR-Benchmark's code."""
+DEFAULT_LAYERS = {"lightgcn": 2, "xsimgcl": 3}
 
 
 class CFLoss(Config):

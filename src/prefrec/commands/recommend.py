@@ -8,7 +8,7 @@ import argparse
 def register(sub) -> None:
     p = sub.add_parser(
         "recommend", help="recommend with a trained run (CF: top-k per user; LM: rank candidates)",
-        description="Use a trained run directory. CF runs (MF/LightGCN): the top --k items of each "
+        description="Use a trained run directory. CF runs (MF/LightGCN/XSimGCL): the top --k items of each "
                     "--users id, items the user trained on masked (as in evaluation). LM runs (sft/sdpo "
                     "stages): the --candidates titles ranked after the --history titles, by the summed "
                     "log-probability of each title.",

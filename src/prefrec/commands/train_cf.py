@@ -1,4 +1,4 @@
-"""``prefrec train-cf``: train one embedding recommender (MF / LightGCN) with one ranking loss."""
+"""``prefrec train-cf``: train one embedding recommender (MF / LightGCN / XSimGCL) with one ranking loss."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import argparse
 from prefrec.cli import add_common
 
 HELP = """\
-Train MF or LightGCN with BPR / SL / BSL / PSL on a dataset and write runs/<name>/:
+Train MF, LightGCN or XSimGCL (model.name) with BPR / SL / BSL / PSL / AdvInfoNCE / LLPAUC
+on a dataset and write runs/<name>/:
 config.yaml, metrics.jsonl, checkpoints/, best.safetensors, report.md.
 
 Temperature units: for psl, loss.tau is the PSL paper's tau (scores are cos/2); for sl and bsl,
@@ -17,11 +18,12 @@ examples:
   prefrec train-cf --config configs/ml100k_mf_psl.yaml
   prefrec train-cf --config configs/ml100k_mf_psl.yaml loss.activation=relu train.epochs=20
   prefrec train-cf --config configs/gowalla_mf_psl.yaml train.negative_mode=shared --resume
+  prefrec train-cf --config configs/ml100k_lightgcn_psl.yaml model.name=xsimgcl model.cl_weight=0.2
 """
 
 
 def register(sub) -> None:
-    p = sub.add_parser("train-cf", help="train MF/LightGCN with a ranking loss (BPR, SL, BSL, PSL)",
+    p = sub.add_parser("train-cf", help="train MF/LightGCN/XSimGCL with a ranking loss (BPR, SL, BSL, PSL, ...)",
                        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common(p)
     p.add_argument("--resume", action="store_true", help="continue from runs/<name>/checkpoints if present")

@@ -8,13 +8,13 @@ from torch import nn
 
 from prefrec.errors import ConfigError
 
-INITS = ("normal", "xavier_normal", "small_normal")
+INITS = ("normal", "xavier_normal", "xavier_uniform", "small_normal")
 
 
 def init_embeddings(*tables: nn.Embedding, init: str) -> None:
     """``normal``: nn.Embedding's default N(0, 1) (the peer's MF/LightGCN; row norms ~ sqrt(d),
     which sets the angular step size under Adam, research §0.8). ``xavier_normal``: what the
-    peer's BPR re-initialises to. ``small_normal``: N(0, 0.01^2), what the peer's LLPAUC
+    peer's BPR re-initialises to. ``xavier_uniform``: the peer's XSimGCL. ``small_normal``: N(0, 0.01^2), what the peer's LLPAUC
     re-initialises to."""
     for t in tables:
         if init == "normal":
@@ -23,6 +23,8 @@ def init_embeddings(*tables: nn.Embedding, init: str) -> None:
             nn.init.normal_(t.weight, 0.0, 0.01)
         elif init == "xavier_normal":
             nn.init.xavier_normal_(t.weight)
+        elif init == "xavier_uniform":
+            nn.init.xavier_uniform_(t.weight)
         else:
             raise ConfigError(f"unknown init {init!r}", where="model.init", fix=f"use one of {', '.join(INITS)}")
 

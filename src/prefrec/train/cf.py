@@ -181,15 +181,24 @@ _AUTO_INIT = {"bpr": "xavier_normal", "llpauc": "small_normal"}  # the peer's re
 
 def build_model(cfg: CFConfig, splits: CFSplits) -> torch.nn.Module:
     m = cfg.model
-    init = m.init if m.init != "auto" else _AUTO_INIT.get(cfg.loss.name, "normal")
+    init = m.init if m.init != "auto" else _AUTO_INIT.get(cfg.loss.name, "xavier_uniform" if m.name == "xsimgcl" else "normal")
     if m.name == "mf":
         from prefrec.models.mf import MF
 
         return MF(splits.n_users, splits.n_items, m.dim, m.norm, init)
+    from prefrec.cf.config import DEFAULT_LAYERS, XSIMGCL_DEFAULTS
+
+    layers = m.layers if m.layers is not None else DEFAULT_LAYERS[m.name]
+    if m.name == "xsimgcl":
+        from prefrec.models.xsimgcl import XSimGCL
+
+        extra = {k: getattr(m, k) if getattr(m, k) is not None else v for k, v in XSIMGCL_DEFAULTS.items()}
+        return XSimGCL(splits.n_users, splits.n_items, splits.train.users, splits.train.indices,
+                       m.dim, layers, m.norm, init, **extra)
     from prefrec.models.lightgcn import LightGCN
 
     return LightGCN(splits.n_users, splits.n_items, splits.train.users, splits.train.indices,
-                    m.dim, m.layers, m.norm, init)
+                    m.dim, layers, m.norm, init)
 
 
 def _batch_embeddings(model, users: torch.Tensor, item_rows: torch.Tensor | None):
@@ -385,6 +394,7 @@ def _train_cf(cfg: CFConfig, data_dir, resume: bool, splits: CFSplits | None, ru
         n_batches = min(n_batches, tc.max_batches_per_epoch)
     show = tc.progress if tc.progress is not None else sys.stderr.isatty()
     model.train()
+    aux = getattr(model, "auxiliary_loss", None)
     stopped = False
     train_seconds = 0.0
     for epoch in range(start_epoch, tc.epochs):
@@ -402,6 +412,8 @@ def _train_cf(cfg: CFConfig, data_dir, resume: bool, splits: CFSplits | None, ru
                 loss = minmax.loss(epoch, users, lambda: batch_scores(
                     model, users, pos, sampler, scale, tc.negatives, tc.negative_mode, tc.scoring, workspace))
                 opts = minmax.optimizers(opt, epoch)
+            if aux is not None:  # XSimGCL's contrastive term, from the same propagation
+                loss = loss + aux(users, pos)
             if not torch.isfinite(loss):
                 raise DataError(f"the loss became {loss.item()} at epoch {epoch + 1}, batch {b + 1}",
                                 where=str(run), fix="lower train.lr or raise loss.tau")
