@@ -82,7 +82,7 @@ def test_xsimgcl_noise_has_norm_eps_and_keeps_the_sign():
         m = _xsimgcl(layers=1, eps=0.3, noise=noise).train()
         clean = m.adj.to_dense() @ torch.cat([m.user.weight, m.item.weight])
         torch.manual_seed(1)
-        final, view = m.propagate(perturb=True)
+        final, view = m.layer_views(perturb=True)
         delta = (final - clean).detach()
         rows = clean.abs().sum(1) > 0  # isolated nodes: sign(0) = 0, no noise
         torch.testing.assert_close(delta[rows].norm(dim=1), torch.full((int(rows.sum()),), 0.3))

@@ -20,11 +20,9 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from prefrec.errors import ConfigError
-from prefrec.models.lightgcn import normalized_adjacency
-from prefrec.models.mf import EmbeddingRecommender, init_embeddings
+from prefrec.models.lightgcn import LightGCN
 
 
 def info_nce(a: torch.Tensor, b: torch.Tensor, tau: float) -> torch.Tensor:
@@ -34,14 +32,17 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, tau: float) -> torch.Tensor:
     return F.cross_entropy(a @ b.T / tau, torch.arange(len(a)))
 
 
-class XSimGCL(EmbeddingRecommender):
-    """Noise-perturbed LightGCN with a cross-layer contrastive term (see the module doc)."""
+class XSimGCL(LightGCN):
+    """Noise-perturbed LightGCN with a cross-layer contrastive term (see the module doc).
+
+    Reuses LightGCN's tables, graph and normalised split; only the propagation differs.
+    """
 
     def __init__(self, n_users: int, n_items: int, train_user: np.ndarray, train_item: np.ndarray,
                  dim: int = 64, layers: int = 3, norm: bool = True, init: str = "xavier_uniform",
                  eps: float = 0.1, cl_layer: int = 1, cl_weight: float = 0.2, cl_tau: float = 0.1,
                  noise: Literal["gaussian", "uniform"] = "gaussian"):
-        super().__init__()
+        super().__init__(n_users, n_items, train_user, train_item, dim, layers, norm, init)
         if layers < 1:
             raise ConfigError(f"layers={layers}: XSimGCL needs at least one layer", where="model.layers",
                               fix="use 3 (the paper's)")
@@ -51,15 +52,10 @@ class XSimGCL(EmbeddingRecommender):
         if cl_tau <= 0 or eps < 0 or cl_weight < 0:
             raise ConfigError(f"cl_tau={cl_tau} must be > 0, eps={eps} and cl_weight={cl_weight} >= 0",
                               where="model", fix="use cl_tau 0.1, eps 0.1, cl_weight 0.2 (the paper's)")
-        self.n_users, self.n_items, self.layers, self.norm = n_users, n_items, layers, norm
         self.eps, self.cl_layer, self.cl_weight, self.cl_tau, self.noise = eps, cl_layer, cl_weight, cl_tau, noise
-        self.user = nn.Embedding(n_users, dim)
-        self.item = nn.Embedding(n_items, dim)
-        init_embeddings(self.user, self.item, init=init)
-        self.adj = normalized_adjacency(train_user, train_item, n_users, n_items)
         self._views: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    def propagate(self, perturb: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def layer_views(self, perturb: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """(final = mean of layers 1..L, layer ``cl_layer``), both (U + I, d), before normalisation."""
         e = torch.cat([self.user.weight, self.item.weight], 0)
         acc, view = torch.zeros_like(e), e
@@ -73,15 +69,12 @@ class XSimGCL(EmbeddingRecommender):
                 view = e
         return acc / self.layers, view
 
-    def user_item_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Perturbed in training mode; the views of that same pass are kept for
-        :meth:`auxiliary_loss` (one propagation per batch serves both losses)."""
-        final, view = self.propagate(self.training)
+    def propagate(self) -> torch.Tensor:
+        """LightGCN's hook: perturbed in training mode, where the views of this same pass are kept
+        for :meth:`auxiliary_loss` (one propagation per batch serves both losses)."""
+        final, view = self.layer_views(self.training)
         self._views = (final, view) if self.training else None
-        u, i = final[: self.n_users], final[self.n_users:]
-        if self.norm:
-            u, i = F.normalize(u, dim=1), F.normalize(i, dim=1)
-        return u, i
+        return final
 
     def auxiliary_loss(self, users: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """``cl_weight * (InfoNCE over the batch's users + over its positive items)`` between the
