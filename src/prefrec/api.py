@@ -39,8 +39,9 @@ def _run_kind(run: Path) -> str:
     return ""
 
 
-def load(run_dir: str | Path, *, data_dir: str | Path | None = None):
-    """A recommender for a finished run directory (CF: ``best.safetensors``; LM: ``final/``)."""
+def load(run_dir: str | Path, *, data_dir: str | Path | None = None, device: str = "auto"):
+    """A recommender for a finished run directory (CF: ``best.safetensors``; LM: ``final/``).
+    ``device``: where an LM is loaded (auto = CUDA when present, else CPU)."""
     run = Path(run_dir)
     if not run.is_dir():
         raise DataError("run directory not found", where=str(run),
@@ -49,7 +50,7 @@ def load(run_dir: str | Path, *, data_dir: str | Path | None = None):
     if kind == "cf":
         return CFRecommender(run, data_dir=data_dir)
     if kind == "lm":
-        return LMRecommender(run)
+        return LMRecommender(run, device=device)
     raise DataError("the folder holds no trained model (no best.safetensors + config.yaml, no final/)",
                     where=str(run), fix="pass the folder of a finished CF run or LM stage (sft/sdpo); "
                                         "an interrupted run can be finished with its --resume option")
@@ -198,12 +199,13 @@ class LMRecommender:
 
     kind = "lm"
 
-    def __init__(self, run: Path):
-        from prefrec.models.lm import for_inference, load_trained_lm
+    def __init__(self, run: Path, device: str = "auto"):
+        from prefrec.models.lm import for_inference, inference_options, load_trained_lm, resolve_device
 
         self.run = run
-        model, self.tokenizer = load_trained_lm(run)
-        self.model = for_inference(model)
+        dev = resolve_device(device)
+        model, self.tokenizer = load_trained_lm(run, options=inference_options(dev))
+        self.model = for_inference(model, dev)
         self.meta = _lm_meta(run)
 
     def prompt(self, history: Sequence[str], candidates: Sequence[str]) -> str:

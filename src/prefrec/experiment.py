@@ -382,7 +382,7 @@ def _run_lm_base(stage: Stage, resume: bool) -> dict[str, Any]:
 
 def _run_lm_training(stage: Stage, resume: bool) -> dict[str, Any]:
     """Train (SFT or preference; resumes a killed stage), then evaluate the final model."""
-    from prefrec.models.lm import for_inference, load_trained_lm
+    from prefrec.models.lm import for_inference, inference_options, load_trained_lm, resolve_device
 
     t0 = time.time()
     cfg = stage.config
@@ -393,8 +393,9 @@ def _run_lm_training(stage: Stage, resume: bool) -> dict[str, Any]:
         from prefrec.train.preference import train_preference as train
         extra = {"loss": cfg.loss, "num_negatives": cfg.num_negatives}
     res = train(cfg, resume=resume)
-    model, tok = load_trained_lm(stage.run_dir)
-    metrics = _evaluate_lm_stage(stage, for_inference(model), tok, cfg.dataset, cfg.seed)
+    dev = resolve_device(getattr(cfg, "device", "auto"))
+    model, tok = load_trained_lm(stage.run_dir, options=inference_options(dev))
+    metrics = _evaluate_lm_stage(stage, for_inference(model, dev), tok, cfg.dataset, cfg.seed)
     _write_results(stage, metrics, time.time() - t0, train_steps=res.steps, **extra)
     return metrics
 

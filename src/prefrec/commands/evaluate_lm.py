@@ -41,6 +41,9 @@ def register(sub) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's). On a CPU shared with other jobs use 1: "
                         "oversubscribed threads made SmolLM2 forwards ~6x slower in our measurements")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N")
+    p.add_argument("--dtype", default=None, choices=["auto", "float32", "bfloat16", "float16"],
+                   help="weight dtype (default: float32 on CPU, bfloat16 on GPUs that support it)")
     p.add_argument("--log-every", type=int, default=50, metavar="N",
                    help="log progress (cases done, ETA) every N cases; 0 = off")
     p.add_argument("--no-popularity", action="store_true",
@@ -55,16 +58,19 @@ def _is_trained(path: Path) -> bool:
     return (path / META_FILE).exists() or (path / "final" / META_FILE).exists()
 
 
-def load_model(checkpoint: str):
-    """``(model, tokenizer, kind)``: a trained run/folder via ``load_trained_lm``, else ``load_lm``."""
-    from prefrec.models.lm import for_inference, load_lm, load_trained_lm
+def load_model(checkpoint: str, device: str = "cpu", dtype: str | None = None):
+    """``(model, tokenizer, kind)`` on ``device``: a trained run/folder via ``load_trained_lm``,
+    else ``load_lm``."""
+    from prefrec.models.lm import for_inference, inference_options, load_lm, load_trained_lm, resolve_device
 
+    dev = resolve_device(device)
+    opts = inference_options(dev, dtype)
     p = Path(checkpoint)
     if p.is_dir() and _is_trained(p):
-        model, tok = load_trained_lm(p)
-        return for_inference(model), tok, "trained"
-    model, tok = load_lm(checkpoint)
-    return model, tok, "base"
+        model, tok = load_trained_lm(p, options=opts)
+        return for_inference(model, dev), tok, "trained"
+    model, tok = load_lm(checkpoint, options=opts)
+    return for_inference(model, dev), tok, "base"
 
 
 def default_out(checkpoint: str, dataset: str, split: str, trained: bool) -> Path:
@@ -122,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     samples = lm_samples(args.dataset, args.split, data_dir=args.data_dir, limit=args.limit, seed=args.seed)
-    model, tok, kind = load_model(args.checkpoint)
+    model, tok, kind = load_model(args.checkpoint, args.device, args.dtype)
     load_s = time.perf_counter() - t0
     out = Path(args.out) if args.out else default_out(args.checkpoint, args.dataset, args.split, kind == "trained")
     res = evaluate_lm(model, tok, samples, mode=args.mode, out_dir=out, max_new_tokens=args.max_new_tokens,

@@ -26,13 +26,14 @@ def register(sub) -> None:
                         "training + validation (seen), or none")
     p.add_argument("--format", choices=("csv", "json"), default="csv", help="output format (default csv)")
     p.add_argument("--data-dir", metavar="DIR", help="dataset folder (default: $PREFREC_DATA or ./data)")
+    p.add_argument("--device", default="auto", help="LM runs: auto (CUDA when present, else CPU), cpu, cuda or cuda:N")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from prefrec.api import load, to_csv, to_json
 
-    rec = load(args.run, data_dir=args.data_dir)
+    rec = load(args.run, data_dir=args.data_dir, device=args.device)
     if rec.kind == "cf":
         rows = rec.recommend(args.users, k=args.k or 10, mask=args.mask, history=args.history,
                              candidates=args.candidates)

@@ -174,11 +174,9 @@ def local_pool(values: Tensor, scores: Tensor | None, states: Tensor, ids: Tenso
 
 
 def _dist_world(group) -> tuple[int, int]:
-    import torch.distributed as dist
+    from prefrec.distributed import world_rank
 
-    if not (dist.is_available() and dist.is_initialized()):
-        return 1, 0
-    return dist.get_world_size(group), dist.get_rank(group)
+    return world_rank(group)
 
 
 def gather_pool(values: Tensor, scores: Tensor | None, states: Tensor, ids: Tensor,
@@ -195,13 +193,11 @@ def gather_pool(values: Tensor, scores: Tensor | None, states: Tensor, ids: Tens
     world, rank = _dist_world(group)
     if world == 1:
         return local_pool(values, scores, states, ids, mask)
-    import torch.distributed as dist
+    from prefrec import distributed
 
     _check_shapes(values, scores, states, ids, mask)
     b = values.shape[0]
-    sizes_t = [torch.zeros(1, dtype=torch.long) for _ in range(world)]
-    dist.all_gather(sizes_t, torch.tensor([b], dtype=torch.long), group=group)
-    sizes = [int(s.item()) for s in sizes_t]
+    sizes = [int(s.item()) for s in distributed.all_gather(torch.tensor([b], dtype=torch.long), group=group)]
     max_b = max(sizes)
 
     def pad(t: Tensor) -> Tensor:
@@ -213,12 +209,9 @@ def gather_pool(values: Tensor, scores: Tensor | None, states: Tensor, ids: Tens
     def gather(t: Tensor, keep_grad: bool) -> Tensor:
         tp = pad(t)
         if keep_grad and cross_rank_grad:
-            from torch.distributed.nn.functional import all_gather as ag_autograd
-
-            parts = list(ag_autograd(tp, group=group))
+            parts = distributed.all_gather_autograd(tp, group=group)
         else:
-            parts = [torch.empty_like(tp) for _ in range(world)]
-            dist.all_gather(parts, tp.detach(), group=group)
+            parts = distributed.all_gather(tp, group=group)
             if keep_grad:
                 parts[rank] = tp  # gather-then-replace: the local slice is the live tensor
         return torch.cat([p[:n] for p, n in zip(parts, sizes)], 0)
@@ -319,11 +312,9 @@ class RunningMean:
         new = self.momentum * self.value + (1.0 - self.momentum) * b
         world, _ = _dist_world(self.group)
         if world > 1:
-            import torch.distributed as dist
+            from prefrec.distributed import all_reduce_sum
 
-            t = torch.tensor([new], dtype=torch.float64)
-            dist.all_reduce(t, op=dist.ReduceOp.SUM, group=self.group)
-            new = float(t.item()) / world
+            new = float(all_reduce_sum(torch.tensor([new], dtype=torch.float64), group=self.group).item()) / world
         self.value = new
         self.steps += 1
         return self.value

@@ -38,6 +38,7 @@ from typing import Any
 
 import torch
 
+from prefrec import distributed
 from prefrec.checkpoint import atomic_write_bytes
 from prefrec.errors import PrefrecError
 
@@ -46,7 +47,7 @@ log = logging.getLogger(__name__)
 __all__ = ["RefCache", "StaleCacheError", "cache_key_parts", "model_fingerprint", "data_fingerprint",
            "tokenizer_fingerprint", "compute_ref_logps", "load_or_compute", "save_cache", "load_cache"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: weights summarised on their device (model_fingerprint)
 # Bumped whenever the scoring convention (answer = " " + title + EOS, summed log-probs) changes.
 SCORING_CONVENTION = "answer=' '+title+EOS;sum-logp;v1"
 
@@ -76,20 +77,30 @@ class RefCache:
 
 # ------------------------------------------------------------------------------------ fingerprints
 def _digest_tensor(h: "hashlib._Hash", t: torch.Tensor) -> None:
-    t = t.detach().cpu().contiguous()
+    """Shape, dtype, float64 sum and norm (computed where the tensor lives) and a strided sample
+    of <= 1024 values: enough to tell a fine-tuned model from its base, without copying every
+    weight of a multi-GB model to the host on every rank."""
+    flat = t.detach().reshape(-1)
     h.update(f"{tuple(t.shape)}:{t.dtype}".encode())
-    if t.dtype == torch.bfloat16:
-        t = t.view(torch.int16)
-    h.update(t.numpy().tobytes())
+    if flat.numel() == 0:
+        return
+    if not (flat.is_floating_point() or flat.dtype in (torch.int8, torch.uint8, torch.int32, torch.int64)):
+        flat = flat.view(torch.uint8)
+    stats = torch.stack([torch.sum(flat, dtype=torch.float64),
+                         torch.linalg.vector_norm(flat.to(torch.float64) if not flat.is_floating_point()
+                                                  else flat, dtype=torch.float64)])
+    sample = flat[::max(1, flat.numel() // 1024)][:1024].to("cpu", torch.float64)
+    h.update(stats.cpu().numpy().tobytes())
+    h.update(sample.numpy().tobytes())
 
 
 def model_fingerprint(model) -> str:
-    """Digest of the reference model: its config and every non-LoRA weight.
+    """Digest of the reference model: its config and a summary of every non-LoRA weight.
 
     LoRA tensors are skipped because the reference is the model with adapters disabled; the
     ``.base_layer`` part PEFT adds to wrapped weights is stripped so a plain model and the same
-    model wrapped in a fresh adapter have the same fingerprint. Hashing ~0.5 GB of fp32 weights
-    with blake2b takes about a second, negligible next to scoring the candidates.
+    model wrapped in a fresh adapter have the same fingerprint. Each weight is summarised on its
+    own device (:func:`_digest_tensor`), so a 7B model on a GPU is not copied to the host.
     """
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     h = hashlib.blake2b(digest_size=16)
@@ -238,14 +249,6 @@ def load_cache(path: str | Path, expected: dict[str, str] | None = None) -> RefC
 
 
 # ------------------------------------------------------------------------------------ entry point
-def _dist():
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        return dist
-    return None
-
-
 def verify_rows(cache: RefCache, model, tokenizer, samples: Sequence[Any], rows: Sequence[int],
                 atol: float = 1e-3) -> None:
     """Re-score ``rows`` and compare with the cache: catches what the key cannot (scoring code
@@ -280,7 +283,7 @@ def load_or_compute(model, tokenizer, samples: Sequence[Any], *, cache_dir: str 
     parts = parts or cache_key_parts(model, tokenizer, samples)
     key = _key(parts)
     target = Path(path) if path is not None else (cache_path(cache_dir, key) if cache_dir is not None else None)
-    dist = _dist()
+    world, rank = distributed.world_rank()
     if target is not None and (target.exists() or path is not None):
         cache = load_cache(target, expected=parts)
         if verify:
@@ -288,13 +291,9 @@ def load_or_compute(model, tokenizer, samples: Sequence[Any], *, cache_dir: str 
         log.info("reference log-probs: reusing %s", target)
         return cache
     t0 = time.perf_counter()
-    if dist is None:
-        logps = compute_ref_logps(model, tokenizer, samples, batch_size=batch_size)
-    else:
-        rank, world = dist.get_rank(), dist.get_world_size()
-        logps = compute_ref_logps(model, tokenizer, samples, batch_size=batch_size,
-                                  rows=range(rank, len(samples), world))
-        dist.all_reduce(logps, op=dist.ReduceOp.SUM)  # each row is non-zero on exactly one rank
+    logps = compute_ref_logps(model, tokenizer, samples, batch_size=batch_size,
+                              rows=range(rank, len(samples), world))
+    distributed.all_reduce_sum(logps)  # each row is non-zero on exactly one rank
     ncand = torch.tensor([len(s.candidates) for s in samples], dtype=torch.long)
     for i, c in enumerate(ncand.tolist()):
         logps[i, c:] = float("nan")
@@ -302,9 +301,8 @@ def load_or_compute(model, tokenizer, samples: Sequence[Any], *, cache_dir: str 
     log.info("reference log-probs of %d samples x %d candidates in %.1f s", len(samples),
              logps.shape[1] if logps.dim() == 2 else 0, time.perf_counter() - t0)
     if target is not None:
-        if dist is None or dist.get_rank() == 0:
+        if rank == 0:
             save_cache(cache, target)
-        if dist is not None:
-            dist.barrier()
+        distributed.barrier()
         cache.path = target
     return cache

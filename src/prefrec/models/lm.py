@@ -30,6 +30,7 @@ import os
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -227,11 +228,62 @@ def apply_lora(model, lora: dict | None):
     return get_peft_model(model, pc)
 
 
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How weights are loaded: ``dtype`` (auto = the checkpoint's), the attention kernel, and
+    bitsandbytes quantization (QLoRA). ``device`` is where a quantized model is placed (its
+    loader must place it; plain models are moved by the caller)."""
+
+    dtype: str = "float32"
+    attn_implementation: str = "sdpa"
+    quantization: str = "none"
+    device: str | None = None
+
+    def torch_dtype(self) -> torch.dtype | str:
+        if self.dtype == "auto":
+            return "auto"
+        if self.dtype not in _DTYPES:
+            raise ConfigError(f"model_dtype={self.dtype!r} is not one of auto, {', '.join(_DTYPES)}",
+                              where="model_dtype", fix="use float32 (default), bfloat16 or float16")
+        return _DTYPES[self.dtype]
+
+    def kwargs(self) -> dict[str, Any]:
+        """``from_pretrained`` keyword arguments; clear errors where a package or a GPU is missing."""
+        out: dict[str, Any] = {"dtype": self.torch_dtype(), "attn_implementation": self.attn_implementation}
+        if self.attn_implementation == "flash_attention_2":
+            if importlib.util.find_spec("flash_attn") is None or not torch.cuda.is_available():
+                raise ConfigError("attn_implementation=flash_attention_2 needs the flash-attn package and a "
+                                  "CUDA GPU", where="attn_implementation",
+                                  fix="pip install flash-attn --no-build-isolation on a GPU machine, or use sdpa")
+        if self.quantization not in ("none", "4bit", "8bit"):
+            raise ConfigError(f"quantization={self.quantization!r} is not one of none, 4bit, 8bit",
+                              where="quantization", fix="use none, 4bit (QLoRA) or 8bit")
+        if self.quantization != "none":
+            if importlib.util.find_spec("bitsandbytes") is None:
+                raise ConfigError(f"quantization={self.quantization} needs the bitsandbytes package",
+                                  where="quantization", fix="pip install bitsandbytes (CUDA GPUs), or quantization=none")
+            if not torch.cuda.is_available():
+                raise ConfigError(f"quantization={self.quantization} needs a CUDA GPU", where="quantization",
+                                  fix="use quantization=none on CPU (and model_dtype=bfloat16 to halve memory)")
+            from transformers import BitsAndBytesConfig
+
+            compute = torch.bfloat16 if self.dtype in ("auto", "bfloat16", "float32") else torch.float16
+            out["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=self.quantization == "4bit", load_in_8bit=self.quantization == "8bit",
+                bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute)
+            out["device_map"] = {"": self.device or f"cuda:{torch.cuda.current_device()}"}
+        return out
+
+
 def load_lm(name_or_path: str = DEFAULT_LM, *, dtype: torch.dtype = torch.float32,
             lora: dict | None = None, cache_dir: str | Path | None = None,
-            flush_denormal: bool = True):
+            flush_denormal: bool = True, options: LoadOptions | None = None):
     """Load ``(model, tokenizer)``; ``lora`` = dict of LoRA options wraps the model in a fresh
-    PEFT adapter (``{}`` = defaults), ``None`` = full fine-tuning / plain model.
+    PEFT adapter (``{}`` = defaults), ``None`` = full fine-tuning / plain model. ``options``
+    (dtype, attention kernel, quantization) take precedence over ``dtype``.
 
     The tokenizer goes through :func:`prefrec.lm.tokens.prepare_tokenizer` (explicit pad).
     """
@@ -244,7 +296,7 @@ def load_lm(name_or_path: str = DEFAULT_LM, *, dtype: torch.dtype = torch.float3
     t0 = time.perf_counter()
     try:
         tok = AutoTokenizer.from_pretrained(src)
-        model = AutoModelForCausalLM.from_pretrained(src, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(src, **_load_kwargs(options, dtype))
     except OSError as e:
         raise _not_found(name_or_path, f" ({e.__class__.__name__}: {str(e).splitlines()[0]})") from e
     log.info("loaded %s in %.1f s", name_or_path, time.perf_counter() - t0)
@@ -317,8 +369,12 @@ def save_trained_lm(model, tokenizer, folder: str | Path, *, base: str, lora: di
     return _atomic_dir(folder, write)
 
 
+def _load_kwargs(options: LoadOptions | None, dtype: torch.dtype) -> dict[str, Any]:
+    return options.kwargs() if options is not None else {"dtype": dtype}
+
+
 def load_trained_lm(run_dir: str | Path, *, trainable: bool = False, cache_dir: str | Path | None = None,
-                    dtype: torch.dtype = torch.float32):
+                    dtype: torch.dtype = torch.float32, options: LoadOptions | None = None):
     """Load ``(model, tokenizer)`` from a run directory (``<run>/final``) or a saved folder.
 
     LoRA runs come back as a ``PeftModel`` (adapters enabled; ``model.disable_adapter()`` gives
@@ -339,15 +395,20 @@ def load_trained_lm(run_dir: str | Path, *, trainable: bool = False, cache_dir: 
     meta = json.loads(meta_p.read_text())
     cpu_fast_math(True)
     tok = prepare_tokenizer(AutoTokenizer.from_pretrained(str(folder)))
+    kw = _load_kwargs(options, dtype)
     if meta["kind"] == "full":
-        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(str(folder), **kw)
     else:
         from peft import PeftModel
 
         if meta["base"] == "tiny":
-            base = AutoModelForCausalLM.from_pretrained(str(folder / "base"), dtype=dtype)
+            base = AutoModelForCausalLM.from_pretrained(str(folder / "base"), **kw)
+        elif _is_trained(meta["base"]):  # an adapter over an earlier stage (preference after SFT)
+            base, _ = load_trained_lm(meta["base"], cache_dir=cache_dir, dtype=dtype, options=options)
+            if hasattr(base, "merge_and_unload"):
+                base = base.merge_and_unload()
         else:
-            base = AutoModelForCausalLM.from_pretrained(resolve_lm(meta["base"], cache_dir), dtype=dtype)
+            base = AutoModelForCausalLM.from_pretrained(resolve_lm(meta["base"], cache_dir), **kw)
         model = PeftModel.from_pretrained(base, str(folder), is_trainable=trainable)
     model.config.pad_token_id = tok.pad_token_id
     if not trainable:
@@ -355,12 +416,40 @@ def load_trained_lm(run_dir: str | Path, *, trainable: bool = False, cache_dir: 
     return model, tok
 
 
-def for_inference(model):
+def _is_trained(name: str) -> bool:
+    """A run directory or saved folder written by :func:`save_trained_lm`."""
+    p = Path(name).expanduser()
+    return p.is_dir() and ((p / META_FILE).exists() or (p / "final" / META_FILE).exists())
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``auto`` (or None) = the first CUDA GPU when torch sees one, else the CPU."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    d = torch.device(device)
+    if d.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={device} but torch sees no CUDA GPU", where="device",
+                          fix="use device=auto or cpu, or install a CUDA build of torch")
+    return d
+
+
+def inference_options(device: torch.device, dtype: str | None = None) -> LoadOptions:
+    """Load options for evaluation/serving: fp32 on CPU, bf16 on GPUs that have it (fp16 else);
+    log-probs are summed in fp32 either way (:mod:`prefrec.lm.scoring`)."""
+    if dtype is None:
+        dtype = "float32" if device.type != "cuda" else ("bfloat16" if torch.cuda.is_bf16_supported() else "float16")
+    return LoadOptions(dtype=dtype, device=str(device))
+
+
+def for_inference(model, device: str | torch.device | None = None):
     """The model ready for evaluation: a LoRA ``PeftModel`` has its adapter merged into the
     weights (same outputs up to float rounding; ranking 4 ml-100k cases with SmolLM2 took 7.1
-    instead of 8.4 CPU-s), the KV cache on (trainers turn it off), eval mode."""
+    instead of 8.4 CPU-s), the KV cache on (trainers turn it off), eval mode, on ``device``
+    when given (quantized models stay where their loader put them)."""
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
+    if device is not None and not getattr(model, "is_quantized", False):
+        model = model.to(torch.device(device))
     if getattr(model, "config", None) is not None:
         model.config.use_cache = True
     model.eval()

@@ -47,19 +47,37 @@ import json
 import logging
 import math
 import random
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from prefrec.config import Config, config_hash, dump_config
-from prefrec.errors import ConfigError, DataError, PrefrecError
+from prefrec.config import Config, config_hash
+from prefrec.errors import ConfigError, DataError
 from prefrec.lm.napo import NapoConfig
 from prefrec.lm.recpo import RecpoConfig
+from prefrec.train.engine import (
+    Dist,
+    Loop,
+    TrainingError,
+    build_optimizer,
+    check_fresh_run,
+    checkpoint_parts,
+    fit,
+    make_accelerator,
+    make_scaler,
+    open_run_dir,
+    plan_schedule,
+    read_jsonl,
+    restore_checkpoint,
+    write_jsonl,
+)
+
+_Dist = Dist  # the name SFT and older code import
+_read_jsonl, _write_jsonl = read_jsonl, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +85,6 @@ __all__ = ["PreferenceConfig", "TrainingError", "Objective", "RewardLoss", "Pref
            "sample_negatives", "preference_step", "train_preference", "reward_stats"]
 
 LLAMA_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-class TrainingError(PrefrecError):
-    """Training cannot go on (non-finite loss, inconsistent resume state)."""
 
 
 class LMTrainConfig(Config):
@@ -107,6 +121,25 @@ class LMTrainConfig(Config):
     lora_target_modules: list[str] = Field(default_factory=lambda: list(LLAMA_PROJECTIONS))
     gradient_checkpointing: bool = False
 
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = CUDA when present, else CPU")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="mixed precision of the forward pass; auto = accelerate launch's "
+        "--mixed_precision, else fp32. fp16 needs CUDA")
+    model_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "float32", description="dtype the weights are loaded in (auto = the checkpoint's); LoRA weights stay fp32")
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field(
+        "sdpa", description="attention kernel; flash_attention_2 (needs flash-attn and a GPU) only for sft: "
+        "shared-prefix scoring needs a 4D mask")
+    quantization: Literal["none", "4bit", "8bit"] = Field(
+        "none", description="load the base model quantized with bitsandbytes (QLoRA); needs a CUDA GPU")
+    report_to: list[Literal["none", "tensorboard", "wandb", "mlflow"]] = Field(
+        default_factory=lambda: ["none"], description="live trackers through accelerate (logs in output_dir)")
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _one_tracker(cls, v: Any) -> Any:
+        return [x.strip() for x in v.split(",")] if isinstance(v, str) else v
+
     logging_steps: int = Field(1, ge=1)
     eval_steps: int = Field(0, ge=0, description="0 = at the end of every epoch and of training")
     save_steps: int = Field(0, ge=0, description="0 = at the end of every epoch and of training")
@@ -136,6 +169,8 @@ class PreferenceConfig(LMTrainConfig):
     ref_cache_dir: str | None = Field(None, description="folder of reference caches (default: <output_dir>/../.ref_cache)")
     ref_cache: str | None = Field(None, description="explicit cache file; must match model+data+tokenizer")
     ref_batch_size: int = Field(4, ge=1)
+    final_model: Literal["auto", "merged", "adapter"] = Field(
+        "auto", description="final/: merged full model, or the LoRA adapter over `model` (auto: adapter from 1B params)")
 
 
 def validate_config(cfg: PreferenceConfig) -> None:
@@ -375,12 +410,24 @@ def recpo_samples(cfg: PreferenceConfig, limit: int | None, seed: int) -> list:
 
 
 # ----------------------------------------------------------------------------------- model
-def load_reference_model(cfg: PreferenceConfig):
-    """The SFT model as a plain causal LM (LoRA merged) + tokenizer: this IS the reference."""
+def load_options(cfg: LMTrainConfig, device: torch.device | None = None):
+    """How ``cfg`` wants weights loaded (dtype, attention kernel, quantization, device)."""
+    from prefrec.models.lm import LoadOptions
+
+    return LoadOptions(dtype=getattr(cfg, "model_dtype", "float32"),
+                       attn_implementation=getattr(cfg, "attn_implementation", "sdpa"),
+                       quantization=getattr(cfg, "quantization", "none"),
+                       device=None if device is None else str(device))
+
+
+def load_reference_model(cfg: LMTrainConfig, device: torch.device | None = None):
+    """The SFT model as a plain causal LM (LoRA merged) + tokenizer: this IS the reference.
+    Loaded as ``cfg`` says (:func:`load_options`); the caller moves it to its device."""
     from prefrec.models.lm import META_FILE, load_lm, load_trained_lm, tiny_lm
 
+    opts = load_options(cfg, device)
     if cfg.model == "tiny":
-        model, tok = tiny_lm(seed=cfg.seed, initializer_range=0.3)
+        model, tok = tiny_lm(seed=cfg.seed, initializer_range=0.3, attn_implementation=opts.attn_implementation)
         return model, tok
     p = Path(cfg.model).expanduser()
     if not p.exists() and len(p.parts) > 1 and (p.parts[0] == "runs" or Path(p.parts[0]).is_dir()):
@@ -390,15 +437,18 @@ def load_reference_model(cfg: PreferenceConfig):
                               "<output_dir>/final/), or point model at an existing run / saved folder")
     run_like = (p / "final").is_dir() or (p / "checkpoints").is_dir() or (p / META_FILE).exists()
     if p.is_dir() and run_like:  # load_trained_lm says "run SFT until it finishes" if final/ is missing
-        model, tok = load_trained_lm(p)
+        model, tok = load_trained_lm(p, options=opts)
         if hasattr(model, "merge_and_unload"):
             model = model.merge_and_unload()
         return model, tok
-    return load_lm(cfg.model)
+    return load_lm(cfg.model, options=opts)
 
 
 def attach_trainable(model, cfg: PreferenceConfig):
     """Fresh LoRA (B = 0, so policy == reference at step 0) or full fine-tuning."""
+    if cfg.quantization != "none" and not cfg.use_peft:
+        raise ConfigError(f"quantization={cfg.quantization} with use_peft=false: quantized weights cannot be "
+                          "trained directly", where="quantization", fix="set use_peft=true (QLoRA) or quantization=none")
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if getattr(model, "config", None) is not None:
@@ -406,6 +456,10 @@ def attach_trainable(model, cfg: PreferenceConfig):
     if cfg.use_peft:
         from prefrec.models.lm import apply_lora
 
+        if cfg.quantization != "none":
+            from peft import prepare_model_for_kbit_training
+
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
         model = apply_lora(model, {"r": cfg.lora_r, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout,
                                    "target_modules": cfg.lora_target_modules})
     else:
@@ -418,82 +472,34 @@ def _trainable(model) -> dict[str, torch.nn.Parameter]:
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
 
-@dataclass
-class Schedule:
-    """How many micro-batches and optimizer steps a run has (shared by SFT and preference)."""
-
-    batch_size: int
-    accum: int
-    global_micro: int
-    micro_per_epoch: int
-    total_steps: int
-    steps_per_epoch: float
-
-
-def setup_training(model, cfg, n_train: int, world: int):
-    """Trainable model (LoRA or full), its parameters, the step schedule, AdamW and the LR
-    scheduler -- the part of a run that is the same for SFT and preference training."""
-    from transformers import get_scheduler
-
+def setup_training(model, cfg, n_train: int, world: int, device: torch.device | None = None):
+    """Trainable model (LoRA or full) on ``device``, its parameters, the step schedule, AdamW and
+    the LR scheduler -- the part of a run that is the same for SFT and preference training."""
     model = attach_trainable(model, cfg)
+    if device is not None and not _placed_by_loader(model):
+        model.to(device)
     model.train()
     params = _trainable(model)
     if not params:
         raise ConfigError("the model has no trainable parameters", where="use_peft/lora_target_modules",
                           fix="check lora_target_modules names against the model's modules")
-    bs, accum = cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps
-    global_micro = bs * world
-    micro_per_epoch = math.ceil(n_train / global_micro)
-    if cfg.max_steps > 0:
-        total_steps = cfg.max_steps
-    else:
-        total_steps = max(1, math.ceil(cfg.num_train_epochs * micro_per_epoch / accum))
-    optimizer = torch.optim.AdamW(list(params.values()), lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
-                                  betas=(cfg.adam_beta1, cfg.adam_beta2))
-    scheduler = get_scheduler(cfg.lr_scheduler_type, optimizer,
-                              num_warmup_steps=int(round(cfg.warmup_ratio * total_steps)),
-                              num_training_steps=total_steps)
-    sched = Schedule(bs, accum, global_micro, micro_per_epoch, total_steps, micro_per_epoch / accum)
+    sched = plan_schedule(cfg, n_train, world)
+    optimizer, scheduler = build_optimizer(params, cfg, sched.total_steps)
     return model, params, sched, optimizer, scheduler
 
 
+def _placed_by_loader(model) -> bool:
+    """Quantized models are put on their device by the loader (``device_map``) and cannot move."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return bool(getattr(inner, "is_quantized", False) or getattr(inner, "hf_device_map", None))
+
+
+def model_to(model, device: torch.device):
+    """``model`` on ``device`` unless its loader placed it (quantized weights)."""
+    return model if _placed_by_loader(model) else model.to(device)
+
+
 # ----------------------------------------------------------------------------------- helpers
-class _Dist:
-    """Thin layer over torch.distributed so single-process runs need no process group."""
-
-    def __init__(self, accelerator):
-        self.acc = accelerator
-        self.world = accelerator.num_processes
-        self.rank = accelerator.process_index
-        self.main = accelerator.is_main_process
-
-    def sum_(self, t: torch.Tensor) -> torch.Tensor:
-        if self.world > 1:
-            import torch.distributed as dist
-
-            dist.all_reduce(t, op=dist.ReduceOp.SUM)
-        return t
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            self.acc.wait_for_everyone()
-
-    def reduce_grads(self, params: dict[str, torch.nn.Parameter], mean: bool) -> None:
-        """Sum (SFT: each rank holds its share of a globally normalised loss) or average
-        (preference: each rank's loss is a mean) the trainable gradients: one flat all-reduce."""
-        if self.world <= 1:
-            return
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params.values()]
-        flat = torch.cat([x.reshape(-1) for x in grads])
-        self.sum_(flat)
-        if mean:
-            flat /= self.world
-        off = 0
-        for p, gr in zip(params.values(), grads):
-            p.grad = flat[off:off + gr.numel()].view_as(p).clone()
-            off += gr.numel()
-
-
 def _check_launch(dist: _Dist, loss: str) -> None:
     """``accelerate launch --cpu --num_processes N`` (accelerate 1.x) starts ONE process (its simple
     launcher ignores N without mpirun) yet sets MASTER_PORT: say so rather than train alone."""
@@ -506,51 +512,6 @@ def _check_launch(dist: _Dist, loss: str) -> None:
                     "--num_processes); for N CPU processes use `accelerate launch --multi_gpu "
                     "--num_processes N -m prefrec.cli %s ...` (works without GPUs) or `torchrun "
                     "--nproc_per_node N -m prefrec.cli %s ...`", cmd, cmd)
-
-
-def restore_checkpoint(start: Path, params: dict, optimizer, scheduler) -> tuple[dict, int]:
-    """Load a trainer checkpoint into ``params``, ``optimizer``, ``scheduler`` and torch's RNG;
-    return its state dict (for trainer-specific checks) and step. One place for SFT and preference
-    so a resumed run continues exactly where the killed one stopped."""
-    from prefrec.checkpoint import load_checkpoint
-
-    parts, state = load_checkpoint(start)
-    missing = set(params) - set(parts["model"])
-    if missing:
-        raise TrainingError(f"checkpoint lacks {len(missing)} trainable tensors (e.g. {sorted(missing)[0]})",
-                            where=str(start), fix="resume with the same use_peft/lora_* settings")
-    with torch.no_grad():
-        for n, p in params.items():
-            p.copy_(parts["model"][n])
-    optimizer.load_state_dict(parts["optimizer"])
-    scheduler.load_state_dict(parts["scheduler"])
-    if "rng" in parts and "torch" in parts["rng"]:
-        torch.set_rng_state(parts["rng"]["torch"])
-    return state, int(state["step"])
-
-
-def open_run_dir(cfg: Config, run_dir: Path, metrics_path: Path, dist: _Dist, resumed_step: int | None) -> None:
-    """Rank 0 writes ``config.yaml`` and starts ``metrics.jsonl`` afresh, or, on resume, drops the
-    rows logged after the checkpoint (they will be logged again); every rank waits for it."""
-    if dist.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if resumed_step is None:
-            metrics_path.write_text("", encoding="utf-8")
-        else:
-            rows = [r for r in _read_jsonl(metrics_path) if r.get("step", 0) <= resumed_step]
-            metrics_path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-        dump_config(cfg, run_dir / "config.yaml")
-    dist.barrier()
-
-def _write_jsonl(path: Path, row: dict) -> None:
-    with path.open("a", encoding="utf-8") as f:
-        f.write(json.dumps(row) + "\n")
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
 
 
 def make_plots(run_dir: str | Path) -> list[Path]:
@@ -638,26 +599,21 @@ def train_preference(cfg: PreferenceConfig, *, resume: bool = False, model=None,
     ``eval_samples`` may be given directly (tests, notebooks); otherwise they come from
     ``cfg.model`` and ``cfg.dataset``.
     """
-    from accelerate import Accelerator
-
-    from prefrec.checkpoint import latest_checkpoint, save_checkpoint
+    from prefrec.checkpoint import save_checkpoint
     from prefrec.lm import ref_cache as rc
 
     validate_config(cfg)
-    acc = Accelerator(cpu=not torch.cuda.is_available())
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    dist = _Dist(acc)
+    acc = make_accelerator(cfg)
+    dist = Dist(acc)
     _check_launch(dist, cfg.loss)
+    if cfg.attn_implementation == "flash_attention_2":
+        raise ConfigError("attn_implementation=flash_attention_2 cannot take the packed 4D mask of "
+                          "shared-prefix scoring", where="attn_implementation",
+                          fix="use sdpa (default; flash kernels through PyTorch where the mask allows) or eager")
     run_dir = Path(cfg.output_dir)
     ckpt_root = run_dir / "checkpoints"
     metrics_path = run_dir / "metrics.jsonl"
-    start = latest_checkpoint(ckpt_root) if resume else None
-    if resume and start is None:
-        log.warning("--resume: no checkpoint in %s; starting from scratch", ckpt_root)
-    if not resume and dist.main and latest_checkpoint(ckpt_root) is not None:
-        raise ConfigError(f"{run_dir} already holds checkpoints of a run", where="output_dir",
-                          fix="pass --resume to continue it, or choose another output_dir")
+    start = check_fresh_run(run_dir, resume)  # on every rank: a refused run stops everywhere
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     # config and data errors surface before the (slow) model load
@@ -673,12 +629,13 @@ def train_preference(cfg: PreferenceConfig, *, resume: bool = False, model=None,
     if eval_samples:
         check_negatives(eval_samples, k, where=f"{cfg.dataset}:{cfg.eval_split}")
     if model is None:
-        model, tokenizer = load_reference_model(cfg)
+        model, tokenizer = load_reference_model(cfg, device=acc.device)
+    model = model_to(model, acc.device)
     check_samples(train_samples, k, tokenizer, where=f"{cfg.dataset}:{cfg.train_split}")
     if eval_samples:
         check_samples(eval_samples, k, tokenizer, where=f"{cfg.dataset}:{cfg.eval_split}")
 
-    # --- reference log-probs of all candidates, once
+    # --- reference log-probs of all candidates, once (on the accelerator, under its autocast)
     ref_keys: dict[str, str] = {}
     if cfg.reference_free:
         ref_train = torch.zeros(len(train_samples), max(len(s.candidates) for s in train_samples))
@@ -689,27 +646,29 @@ def train_preference(cfg: PreferenceConfig, *, resume: bool = False, model=None,
 
         def parts(samples):
             return {"model": mfp, "data": rc.data_fingerprint(samples), "tokenizer": tfp,
-                    "format": str(rc.FORMAT_VERSION)}
+                    "format": str(rc.FORMAT_VERSION), "precision": acc.prefrec_precision}
 
-        c_train = rc.load_or_compute(model, tokenizer, train_samples, cache_dir=cache_dir, path=cfg.ref_cache,
-                                     batch_size=cfg.ref_batch_size, parts=parts(train_samples))
-        ref_train = c_train.logps
-        ref_keys["train"] = c_train.key
-        if eval_samples:
-            c_eval = rc.load_or_compute(model, tokenizer, eval_samples, cache_dir=cache_dir,
-                                        batch_size=cfg.ref_batch_size, parts=parts(eval_samples))
-            ref_eval = c_eval.logps
-            ref_keys["eval"] = c_eval.key
-        else:
-            ref_eval = torch.zeros(0, 1)
+        with acc.autocast():
+            c_train = rc.load_or_compute(model, tokenizer, train_samples, cache_dir=cache_dir, path=cfg.ref_cache,
+                                         batch_size=cfg.ref_batch_size, parts=parts(train_samples))
+            ref_train = c_train.logps
+            ref_keys["train"] = c_train.key
+            if eval_samples:
+                c_eval = rc.load_or_compute(model, tokenizer, eval_samples, cache_dir=cache_dir,
+                                            batch_size=cfg.ref_batch_size, parts=parts(eval_samples))
+                ref_eval = c_eval.logps
+                ref_keys["eval"] = c_eval.key
+            else:
+                ref_eval = torch.zeros(0, 1)
 
-    model, params, sched, optimizer, scheduler = setup_training(model, cfg, len(train_samples), dist.world)
-    bs, accum, global_micro = sched.batch_size, sched.accum, sched.global_micro
-    micro_per_epoch, total_steps, steps_per_epoch = sched.micro_per_epoch, sched.total_steps, sched.steps_per_epoch
+    model, params, sched, optimizer, scheduler = setup_training(model, cfg, len(train_samples), dist.world,
+                                                                acc.device)
+    scaler = make_scaler(acc)
+    bs, global_micro, micro_per_epoch = sched.batch_size, sched.global_micro, sched.micro_per_epoch
 
     step = 0
     if start is not None:
-        state, step = restore_checkpoint(start, params, optimizer, scheduler)
+        state, step = restore_checkpoint(start, params, optimizer, scheduler, sched, scaler)
         if state.get("ref_keys", {}) != ref_keys:
             raise rc.StaleCacheError(
                 "the checkpoint was trained against other reference log-probs than the current "
@@ -718,29 +677,27 @@ def train_preference(cfg: PreferenceConfig, *, resume: bool = False, model=None,
         objective.load_state_dict(state.get("objective", {}))
         log.info("resumed from %s (step %d)", start, step)
     open_run_dir(cfg, run_dir, metrics_path, dist, step if start is not None else None)
+    if any(t != "none" for t in cfg.report_to):
+        acc.init_trackers(run_dir.name, config=_tracker_config(cfg))
 
     eval_cols = sample_negatives(eval_samples, k, cfg.seed + 1, 0, False) if eval_samples else None
     eval_ref = (ref_eval.gather(1, eval_cols) if eval_samples else None)
 
-    def run_eval() -> dict[str, float]:
+    def run_eval(at: int) -> dict[str, float]:
         if not eval_samples:
             return {}
         m = evaluate_loss(model, tokenizer, eval_samples, eval_cols, eval_ref, objective, cfg.beta, dist,
                           cfg.per_device_eval_batch_size, cfg.scoring_chunk)
         if dist.main:
-            _write_jsonl(metrics_path, {"step": step, "epoch": round(step / steps_per_epoch, 4), **m})
+            write_jsonl(metrics_path, {"step": at, "epoch": round(at / sched.steps_per_epoch, 4), **m})
         return m
 
-    def save(final: bool = False) -> None:
+    def save(at: int) -> None:
         if dist.main:
             state = {"ref_keys": ref_keys, "config_hash": config_hash(cfg), "objective": objective.state_dict(),
-                     "epoch": step / steps_per_epoch}
-            save_checkpoint(ckpt_root, step, {"model": {n: p.detach() for n, p in params.items()},
-                                              "optimizer": optimizer.state_dict(),
-                                              "scheduler": scheduler.state_dict(),
-                                              "rng": {"torch": torch.get_rng_state()}},
-                            state, keep=cfg.save_total_limit)
-        dist.barrier()
+                     "epoch": at / sched.steps_per_epoch, "schedule": sched.key()}
+            save_checkpoint(ckpt_root, at, checkpoint_parts(params, optimizer, scheduler, scaler), state,
+                            keep=cfg.save_total_limit)
 
     neg_cache: dict[int, torch.Tensor] = {}
 
@@ -750,68 +707,30 @@ def train_preference(cfg: PreferenceConfig, *, resume: bool = False, model=None,
             neg_cache[epoch] = sample_negatives(train_samples, k, cfg.seed, epoch, cfg.resample_negatives)
         return neg_cache[epoch]
 
-    keys = ["loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
-            "logps/chosen", "logps/rejected"]
-    last_train: dict[str, float] = {}
-    last_eval: dict[str, float] = {}
-    t_start = time.perf_counter()
-    while step < total_steps:
-        t0 = time.perf_counter()
-        tot = torch.zeros(len(keys) + 1, dtype=torch.float64)
-        extras: dict[str, float] = {}  # objective-specific stats (napo/gamma, recpo/margin, ...), this rank
-        epoch_of_step = 0
-        for m in range(accum):
-            g = step * accum + m                      # global micro-batch index: resume is exact
-            epoch, within = divmod(g, micro_per_epoch)
-            epoch_of_step = epoch
-            order = _epoch_order(len(train_samples), cfg.seed, epoch, global_micro)
-            chunk_rows = order[within * global_micro:(within + 1) * global_micro]
-            rows = chunk_rows[dist.rank * bs:(dist.rank + 1) * bs]
-            cols = cols_for(epoch)[rows]
-            ref = ref_train[torch.tensor(rows)[:, None], cols]
-            loss, st = preference_step(model, tokenizer, train_samples, rows, cols, ref, objective, cfg.beta,
-                                       chunk=cfg.scoring_chunk)
-            bad = torch.tensor([0.0 if math.isfinite(st["loss"]) else 1.0])
-            if dist.sum_(bad).item() > 0:
-                raise TrainingError(
-                    f"the loss is not finite ({st['loss']}) at optimizer step {step + 1}, epoch {epoch}, "
-                    f"micro-batch {within} (samples {rows}) on rank {dist.rank}",
-                    where=str(run_dir),
-                    fix="lower learning_rate or beta, check the reference cache (delete it to rebuild), "
-                        "and resume from the last checkpoint with --resume")
-            (loss / accum).backward()
-            for j, key in enumerate(keys):
-                tot[j] += st[key]
-            tot[-1] += 1
-            for key, v in st.items():
-                if key not in keys and isinstance(v, (int, float)):
-                    extras[key] = extras.get(key, 0.0) + float(v) / accum
-        # average gradients over ranks: one flat all-reduce of the trainable tensors
-        dist.reduce_grads(params, mean=True)
-        gnorm = float("nan")
-        if cfg.max_grad_norm:
-            gnorm = float(torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.max_grad_norm))
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        dist.sum_(tot)
-        last_train = {key: tot[j].item() / tot[-1].item() for j, key in enumerate(keys)}
-        if dist.main and (step % cfg.logging_steps == 0 or step == total_steps):
-            row = {"step": step, "epoch": round(step / steps_per_epoch, 4), **last_train, **extras,
-                   "grad_norm": gnorm, "learning_rate": scheduler.get_last_lr()[0],
-                   "step_time": round(time.perf_counter() - t0, 3)}
-            _write_jsonl(metrics_path, row)
-            log.info("step %d/%d loss %.4f acc %.3f margin %.3f (%.1f s)", step, total_steps, row["loss"],
-                     row["rewards/accuracies"], row["rewards/margins"], row["step_time"])
-        epoch_end = (step * accum) // micro_per_epoch > epoch_of_step
-        if (cfg.eval_steps and step % cfg.eval_steps == 0) or (not cfg.eval_steps and epoch_end) \
-                or step == total_steps:
-            last_eval = run_eval()
-        if (cfg.save_steps and step % cfg.save_steps == 0) or (not cfg.save_steps and epoch_end) \
-                or step == total_steps:
-            save()
-    log.info("trained %d steps in %.1f s", step, time.perf_counter() - t_start)
+    def rows_of(g: int) -> list[int]:
+        epoch, within = divmod(g, micro_per_epoch)
+        order = _epoch_order(len(train_samples), cfg.seed, epoch, global_micro)
+        return order[within * global_micro:(within + 1) * global_micro][dist.rank * bs:(dist.rank + 1) * bs]
+
+    def micro(g: int, rows: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
+        cols = cols_for(g // micro_per_epoch)[rows]
+        ref = ref_train[torch.tensor(rows)[:, None], cols]
+        loss, st = preference_step(model, tokenizer, train_samples, rows, cols, ref, objective, cfg.beta,
+                                   chunk=cfg.scoring_chunk)
+        stats = {key: float(v) for key, v in st.items() if isinstance(v, (int, float))}
+        stats["n"] = 1.0
+        stats["loss_value"] = st["loss"]
+        return loss / sched.accum, stats
+
+    def summarize(sums: dict[str, float]) -> dict[str, float]:
+        n = sums.pop("n")
+        return {key: v / n for key, v in sums.items()}
+
+    loop = Loop(name=cfg.loss, acc=acc, dist=dist, cfg=cfg, schedule=sched, params=params, optimizer=optimizer,
+                scheduler=scheduler, rows_of=rows_of, micro=micro, summarize=summarize, evaluate=run_eval,
+                save=save, metrics_path=metrics_path, grad_mean=True, scaler=scaler, where=str(run_dir),
+                log_keys=("rewards/accuracies", "rewards/margins"))
+    step, last_train, last_eval, seconds = fit(loop, step)
 
     if dist.main:
         if cfg.plots:
@@ -823,9 +742,49 @@ def train_preference(cfg: PreferenceConfig, *, resume: bool = False, model=None,
             _save_final(model, tokenizer, cfg, run_dir, last_eval)
         (run_dir / "summary.json").write_text(json.dumps(
             {"steps": step, "train": last_train, "eval": last_eval, "ref_cache": ref_keys,
-             "seconds": round(time.perf_counter() - t_start, 1)}, indent=1))
+             "precision": acc.prefrec_precision, "device": str(acc.device), "processes": dist.world,
+             "seconds": round(seconds, 1)}, indent=1))
     dist.barrier()
+    if acc.trackers:
+        acc.end_training()
     return TrainResult(run_dir=run_dir, steps=step, final_metrics=last_train, eval_metrics=last_eval)
+
+
+def _tracker_config(cfg: Config) -> dict:
+    """Flat scalars of the config for trackers (tensorboard's hparams take no nested values)."""
+    return {k: v for k, v in cfg.model_dump().items() if isinstance(v, (int, float, str, bool))}
+
+
+def _save_final(model, tokenizer, cfg: PreferenceConfig, run_dir: Path, eval_metrics: dict) -> None:
+    """``final/``, loadable with :func:`prefrec.models.lm.load_trained_lm` like any run: the
+    adapter merged into the (SFT-merged) base as a full model (small models), or the adapter
+    alone with a pointer to ``cfg.model`` (``final_model: adapter``; ``auto`` picks it from 1B
+    parameters on, where a merged copy costs GBs per run). LoRA runs also keep ``adapter/``."""
+    from prefrec.models.lm import save_trained_lm
+
+    extra = {"stage": "preference", "loss": cfg.loss, "beta": cfg.beta, "num_negatives": cfg.num_negatives,
+             "start": cfg.model, "eval": eval_metrics}
+    mode = cfg.final_model
+    if mode == "auto":
+        n = sum(p.numel() for p in model.parameters())
+        mode = "adapter" if cfg.use_peft and n >= 1e9 and cfg.model != "tiny" else "merged"
+    if cfg.use_peft:
+        model.save_pretrained(run_dir / "adapter", safe_serialization=True)
+        if mode == "adapter":
+            base = str(Path(cfg.model).expanduser().resolve()) if Path(cfg.model).expanduser().exists() else cfg.model
+            save_trained_lm(model, tokenizer, run_dir / "final", base=base, extra=extra,
+                            lora={"r": cfg.lora_r, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout,
+                                  "target_modules": list(cfg.lora_target_modules)})
+            return
+        model = model.merge_and_unload()
+    if getattr(model, "config", None) is not None:
+        model.config.use_cache = True  # off for training only; generation with the saved model needs it
+    save_trained_lm(model, tokenizer, run_dir / "final", base=cfg.model, lora=None, extra=extra)
+
+
+def _tracker_config(cfg: Config) -> dict:
+    """Flat scalars of the config for trackers (tensorboard's hparams take no nested values)."""
+    return {k: v for k, v in cfg.model_dump().items() if isinstance(v, (int, float, str, bool))}
 
 
 def _save_final(model, tokenizer, cfg: PreferenceConfig, run_dir: Path, eval_metrics: dict) -> None:

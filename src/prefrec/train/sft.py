@@ -38,11 +38,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import random
-import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -53,17 +50,27 @@ from pydantic import Field
 
 from prefrec.config import config_hash
 from prefrec.errors import ConfigError, DataError
+from prefrec.train.engine import (
+    Dist,
+    Loop,
+    TrainingError,
+    check_fresh_run,
+    checkpoint_parts,
+    fit,
+    make_accelerator,
+    make_scaler,
+    open_run_dir,
+    read_jsonl,
+    restore_checkpoint,
+    write_jsonl,
+)
 from prefrec.train.preference import (
     LMTrainConfig,
-    TrainingError,
     TrainResult,
-    _Dist,
     _epoch_order,
-    _read_jsonl,
-    _write_jsonl,
+    _tracker_config,
     load_reference_model,
-    open_run_dir,
-    restore_checkpoint,
+    model_to,
     setup_training,
 )
 
@@ -188,10 +195,10 @@ def _micro_seed(seed: int, micro: int, rank: int) -> int:
 
 
 # ----------------------------------------------------------------------------------- model
-def load_start_model(cfg: SFTConfig):
+def load_start_model(cfg: SFTConfig, device: torch.device | None = None):
     """Plain causal LM + tokenizer to fine-tune: the preference trainer's loader (names, folders,
     ``tiny``, and trained run dirs with their LoRA merged, so SFT can continue an SFT run)."""
-    return load_reference_model(cfg)  # only reads cfg.model and cfg.seed
+    return load_reference_model(cfg, device)  # reads cfg.model, cfg.seed and the load options
 
 
 def _is_trained_dir(name: str) -> bool:
@@ -228,7 +235,7 @@ def make_sft_plots(run_dir: str | Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     run_dir = Path(run_dir)
-    rows = _read_jsonl(run_dir / "metrics.jsonl")
+    rows = read_jsonl(run_dir / "metrics.jsonl")
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for key, label in (("loss", "train loss"), ("eval_loss", "validation loss")):
         pts = [(r["step"], r[key]) for r in rows if key in r]
@@ -250,7 +257,7 @@ def make_sft_plots(run_dir: str | Path) -> list[Path]:
 
 
 # ----------------------------------------------------------------------------------- trainer
-def evaluate_sft(model, examples: Sequence[SFTExample], pad_id: int, dist: _Dist, batch_size: int) -> dict[str, float]:
+def evaluate_sft(model, examples: Sequence[SFTExample], pad_id: int, dist: Dist, batch_size: int) -> dict[str, float]:
     """Validation answer-token loss and accuracy, sharded over ranks, token-weighted, no grad."""
     was = model.training
     model.eval()
@@ -268,7 +275,7 @@ def evaluate_sft(model, examples: Sequence[SFTExample], pad_id: int, dist: _Dist
     return {"eval_loss": tot[0].item() / n, "eval_mean_token_accuracy": tot[2].item() / n}
 
 
-def _check_launch(dist: _Dist) -> None:
+def _check_launch(dist: Dist) -> None:
     """``accelerate launch --cpu --num_processes N`` (accelerate 1.x) starts ONE process: its
     simple launcher ignores N unless mpirun is used. Say so instead of silently training alone."""
     if dist.world == 1 and os.environ.get("ACCELERATE_USE_CPU", "").lower() == "true" \
@@ -289,28 +296,15 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, model=None, tokenizer=Non
     otherwise they come from ``cfg.model`` and ``cfg.dataset``. Samples are fitted to
     ``max_length`` either way.
     """
-    from accelerate import Accelerator
-    from tqdm.auto import tqdm
+    from prefrec.checkpoint import save_checkpoint
 
-    from prefrec.checkpoint import latest_checkpoint, save_checkpoint
-    from prefrec.models.lm import cpu_fast_math
-
-    acc = Accelerator(cpu=not torch.cuda.is_available())
-    if acc.device.type == "cpu":
-        cpu_fast_math()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    dist = _Dist(acc)
+    acc = make_accelerator(cfg)
+    dist = Dist(acc)
     _check_launch(dist)
     run_dir = Path(cfg.output_dir)
     ckpt_root = run_dir / "checkpoints"
     metrics_path = run_dir / "metrics.jsonl"
-    start = latest_checkpoint(ckpt_root) if resume else None
-    if resume and start is None:
-        log.warning("--resume: no checkpoint in %s; starting from scratch", ckpt_root)
-    if not resume and latest_checkpoint(ckpt_root) is not None:  # every rank raises: no hang
-        raise ConfigError(f"{run_dir} already holds checkpoints of a run", where="output_dir",
-                          fix="pass --resume to continue it, or choose another output_dir")
+    start = check_fresh_run(run_dir, resume)  # every rank decides the same: no hang
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
 
@@ -320,13 +314,13 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, model=None, tokenizer=Non
     if eval_samples is None:
         eval_samples = load_sft_samples(cfg, cfg.eval_split, cfg.eval_limit) if cfg.eval_limit != 0 else []
     if model is None:
-        model, tokenizer = load_start_model(cfg)
+        model, tokenizer = load_start_model(cfg, acc.device)
     elif tokenizer is None:
         raise ConfigError("a model was given without its tokenizer", where="train_sft", fix="pass tokenizer=")
     from prefrec.lm.tokens import prepare_tokenizer
 
     prepare_tokenizer(tokenizer)
-    model.to(acc.device)
+    model = model_to(model, acc.device)
     train_samples, cut_train = _fit(list(train_samples), tokenizer, cfg, f"{cfg.dataset}:{cfg.train_split}")
     eval_samples, cut_eval = _fit(list(eval_samples), tokenizer, cfg, f"{cfg.dataset}:{cfg.eval_split}")
     train_ex = encode_sft_samples(tokenizer, train_samples, where=f"{cfg.dataset}:{cfg.train_split}")
@@ -335,103 +329,70 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, model=None, tokenizer=Non
     pad_id = tokenizer.pad_token_id
     data_fp = _fingerprint(train_ex)
 
-    model, params, sched, optimizer, scheduler = setup_training(model, cfg, len(train_ex), dist.world)
-    bs, accum, global_micro = sched.batch_size, sched.accum, sched.global_micro
-    micro_per_epoch, total_steps, steps_per_epoch = sched.micro_per_epoch, sched.total_steps, sched.steps_per_epoch
+    model, params, sched, optimizer, scheduler = setup_training(model, cfg, len(train_ex), dist.world, acc.device)
+    scaler = make_scaler(acc)
+    bs, accum, global_micro, micro_per_epoch = sched.batch_size, sched.accum, sched.global_micro, sched.micro_per_epoch
 
     step = 0
     if start is not None:
-        state, step = restore_checkpoint(start, params, optimizer, scheduler)
+        state, step = restore_checkpoint(start, params, optimizer, scheduler, sched, scaler)
         if state.get("data") != data_fp:
             raise TrainingError("the checkpoint was trained on other examples than the current config gives "
                                 "(dataset, limits, seed, max_length or tokenizer changed)", where=str(start),
                                 fix="resume with the original settings, or start a new run (another output_dir)")
         log.info("resumed from %s (step %d)", start, step)
     open_run_dir(cfg, run_dir, metrics_path, dist, step if start is not None else None)
+    if any(t != "none" for t in cfg.report_to):
+        acc.init_trackers(run_dir.name, config=_tracker_config(cfg))
     if dist.main:
         log.info("SFT: %d train / %d eval examples (%d / %d prompts truncated), %d steps of %d examples "
-                 "on %d process(es)", len(train_ex), len(eval_ex), cut_train, cut_eval, total_steps,
-                 global_micro * accum, dist.world)
+                 "on %d process(es), %s, %s", len(train_ex), len(eval_ex), cut_train, cut_eval, sched.total_steps,
+                 global_micro * accum, dist.world, acc.device, acc.prefrec_precision)
 
-    def run_eval() -> dict[str, float]:
+    def run_eval(at: int) -> dict[str, float]:
         if not eval_ex:
             return {}
         m = evaluate_sft(model, eval_ex, pad_id, dist, cfg.per_device_eval_batch_size)
         if dist.main:
-            _write_jsonl(metrics_path, {"step": step, "epoch": round(step / steps_per_epoch, 4), **m})
+            write_jsonl(metrics_path, {"step": at, "epoch": round(at / sched.steps_per_epoch, 4), **m})
         return m
 
-    def save() -> None:
+    def save(at: int) -> None:
         if dist.main:
-            save_checkpoint(ckpt_root, step, {"model": {n: p.detach() for n, p in params.items()},
-                                              "optimizer": optimizer.state_dict(),
-                                              "scheduler": scheduler.state_dict(),
-                                              "rng": {"torch": torch.get_rng_state()}},
-                            {"data": data_fp, "config_hash": config_hash(cfg), "epoch": step / steps_per_epoch},
-                            keep=cfg.save_total_limit)
-        dist.barrier()
+            save_checkpoint(ckpt_root, at, checkpoint_parts(params, optimizer, scheduler, scaler),
+                            {"data": data_fp, "config_hash": config_hash(cfg), "epoch": at / sched.steps_per_epoch,
+                             "schedule": sched.key()}, keep=cfg.save_total_limit)
 
-    def micro_rows(g: int) -> list[int]:
+    def global_rows(g: int) -> list[int]:
         epoch, within = divmod(g, micro_per_epoch)
         order = _epoch_order(len(train_ex), cfg.seed, epoch, global_micro)
         return order[within * global_micro:(within + 1) * global_micro]
 
-    last_train: dict[str, float] = {}
-    last_eval: dict[str, float] = {}
-    t_start = time.perf_counter()
-    bar = tqdm(total=total_steps, initial=step, desc="sft", unit="step", dynamic_ncols=True,
-               disable=not (dist.main and sys.stderr.isatty()))
-    while step < total_steps:
-        t0 = time.perf_counter()
-        micro = [micro_rows(step * accum + m) for m in range(accum)]  # global index: resume is exact
-        n_global = sum(len(train_ex[i][1]) for rows in micro for i in rows)
-        tot = torch.zeros(3, dtype=torch.float64)  # nll, tokens, correct (this rank)
-        for m, chunk_rows in enumerate(micro):
-            rows = chunk_rows[dist.rank * bs:(dist.rank + 1) * bs]
-            torch.manual_seed(_micro_seed(cfg.seed, step * accum + m, dist.rank))
-            nll, n, c = answer_nll(model, collate_sft([train_ex[i] for i in rows], pad_id))
-            bad = torch.tensor([0.0 if math.isfinite(nll.item()) else 1.0])
-            if dist.sum_(bad).item() > 0:
-                raise TrainingError(
-                    f"the loss is not finite at optimizer step {step + 1} (samples {rows}) on rank {dist.rank}",
-                    where=str(run_dir), fix="lower learning_rate, and resume from the last checkpoint with --resume")
-            (nll / n_global).backward()
-            tot += torch.tensor([nll.item(), n, c], dtype=torch.float64)
-        dist.reduce_grads(params, mean=False)  # each rank holds its share of the global loss
-        gnorm = float("nan")
-        if cfg.max_grad_norm:
-            gnorm = float(torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.max_grad_norm))
-        optimizer.step()
-        lr = scheduler.get_last_lr()[0]
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        dist.sum_(tot)
-        last_train = {"loss": tot[0].item() / tot[1].item(), "mean_token_accuracy": tot[2].item() / tot[1].item()}
-        bar.update(1)
-        bar.set_postfix(loss=f"{last_train['loss']:.3f}")
-        if dist.main and (step % cfg.logging_steps == 0 or step == total_steps):
-            row = {"step": step, "epoch": round(step / steps_per_epoch, 4), **last_train, "grad_norm": gnorm,
-                   "learning_rate": lr, "num_tokens": int(tot[1].item()),
-                   "step_time": round(time.perf_counter() - t0, 3)}
-            _write_jsonl(metrics_path, row)
-            log.info("step %d/%d loss %.4f acc %.3f lr %.2e (%.1f s)", step, total_steps, row["loss"],
-                     row["mean_token_accuracy"], lr, row["step_time"])
-        epoch_end = (step * accum) // micro_per_epoch > ((step - 1) * accum) // micro_per_epoch
-        if (cfg.eval_steps and step % cfg.eval_steps == 0) or (not cfg.eval_steps and epoch_end) \
-                or step == total_steps:
-            last_eval = run_eval()
-            if dist.main and last_eval:
-                log.info("step %d eval_loss %.4f", step, last_eval["eval_loss"])
-        if (cfg.save_steps and step % cfg.save_steps == 0) or (not cfg.save_steps and epoch_end) \
-                or step == total_steps:
-            save()
-    bar.close()
-    seconds = time.perf_counter() - t_start
-    log.info("trained %d steps in %.1f s", step, seconds)
+    # the loss of a step is normalised by the answer tokens of the whole GLOBAL batch (module docstring)
+    n_global: dict[int, int] = {}
+
+    def micro(g: int, rows: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
+        step_of = g // accum
+        if step_of not in n_global:
+            n_global.clear()
+            n_global[step_of] = sum(len(train_ex[i][1]) for m in range(accum)
+                                    for i in global_rows(step_of * accum + m))
+        torch.manual_seed(_micro_seed(cfg.seed, g, dist.rank))
+        nll, n, c = answer_nll(model, collate_sft([train_ex[i] for i in rows], pad_id))
+        return nll / n_global[step_of], {"nll": nll.item(), "tokens": n, "correct": c, "loss_value": nll.item()}
+
+    def summarize(sums: dict[str, float]) -> dict[str, float]:
+        t = max(sums["tokens"], 1.0)
+        return {"loss": sums["nll"] / t, "mean_token_accuracy": sums["correct"] / t, "num_tokens": int(sums["tokens"])}
+
+    loop = Loop(name="sft", acc=acc, dist=dist, cfg=cfg, schedule=sched, params=params, optimizer=optimizer,
+                scheduler=scheduler, rows_of=lambda g: global_rows(g)[dist.rank * bs:(dist.rank + 1) * bs],
+                micro=micro, summarize=summarize, evaluate=run_eval, save=save, metrics_path=metrics_path,
+                grad_mean=False, scaler=scaler, where=str(run_dir), log_keys=("mean_token_accuracy",))
+    step, last_train, last_eval, seconds = fit(loop, step)
     # ranks must hold identical weights (same init, summed gradients): record one checksum per rank
     sums = torch.zeros(dist.world, dtype=torch.float64)
-    sums[dist.rank] = sum(p.detach().double().abs().sum() for p in params.values())
+    sums[dist.rank] = sum(p.detach().double().abs().sum().item() for p in params.values())
     dist.sum_(sums)
     if len(set(sums.tolist())) > 1:
         log.warning("trainable weights differ across ranks (checksums %s)", sums.tolist())
@@ -447,7 +408,10 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, model=None, tokenizer=Non
         (run_dir / "summary.json").write_text(json.dumps(
             {"steps": step, "train": last_train, "eval": last_eval, "examples": len(train_ex),
              "truncated": {"train": cut_train, "eval": cut_eval}, "processes": dist.world,
+             "precision": acc.prefrec_precision, "device": str(acc.device),
              "rank_weight_checksums": sums.tolist(),
              "seconds": round(seconds, 1)}, indent=1))
     dist.barrier()
+    if acc.trackers:
+        acc.end_training()
     return TrainResult(run_dir=run_dir, steps=step, final_metrics=last_train, eval_metrics=last_eval)
