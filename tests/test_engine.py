@@ -238,3 +238,15 @@ def test_eta_format():
     from prefrec.train.engine import format_eta
 
     assert format_eta(59.4) == "0m59s" and format_eta(3725) == "1h02m" and format_eta(-3) == "0m00s"
+
+
+def test_cf_training_under_a_launcher_is_refused(monkeypatch, tmp_path):
+    """torchrun / accelerate launch with 2 processes would train two copies into one folder."""
+    from prefrec.cf.config import CFConfig
+    from prefrec.train.cf import train_cf
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="WORLD_SIZE=2") as e:
+        train_cf(CFConfig(), run_dir=tmp_path / "r")
+    assert "without accelerate launch" in e.value.fix
+    assert not (tmp_path / "r").exists()

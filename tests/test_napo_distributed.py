@@ -77,6 +77,9 @@ def _worker(rank: int, world: int, init_file: str) -> None:
         # 4. Mbar is averaged over ranks after the local update
         rm = RunningMean(0.5)
         assert rm.update(float(rank + 1)) == pytest.approx((0.5 * 1 + 0.5 * 2) / 2)
+        # both ranks are done before either tears its sockets down: a rank exiting while its peer
+        # still closes connections made gloo's threads call std::terminate (SIGABRT) under load
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

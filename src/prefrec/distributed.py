@@ -13,9 +13,11 @@ returns its input, so single-process code needs no branches.
 
 from __future__ import annotations
 
+import os
+
 import torch
 
-__all__ = ["world_rank", "comm_device", "set_comm_device", "all_reduce_sum", "all_gather",
+__all__ = ["launched_processes", "refuse_under_launcher", "world_rank", "comm_device", "set_comm_device", "all_reduce_sum", "all_gather",
            "all_gather_autograd", "barrier"]
 
 _OVERRIDE: torch.device | None = None
@@ -33,6 +35,27 @@ def world_rank(group=None) -> tuple[int, int]:
     if dist is None:
         return 1, 0
     return dist.get_world_size(group), dist.get_rank(group)
+
+
+def launched_processes() -> int:
+    """How many processes a launcher (torchrun, ``accelerate launch``) started: ``WORLD_SIZE``."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return 1
+
+
+def refuse_under_launcher(what: str) -> None:
+    """Single-process trainers (CF, SASRec) under a multi-process launcher would run N copies into
+    one run folder; stop every copy with the same clear message instead."""
+    n = launched_processes()
+    if n > 1:
+        from prefrec.errors import ConfigError
+
+        raise ConfigError(f"{what} runs in one process, but the launcher started {n} (WORLD_SIZE={n}); "
+                          "every copy would train the same model into the same run folder", where="launcher",
+                          fix=f"run `prefrec {what} ...` directly, without accelerate launch / torchrun "
+                              "(the LM commands sft, dpo, sdpo, napo, recpo are the ones that use several processes)")
 
 
 def set_comm_device(device: torch.device | str | None) -> None:

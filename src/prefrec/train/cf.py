@@ -323,7 +323,11 @@ def train_cf(cfg: CFConfig, data_dir: str | Path | None = None, resume: bool = F
     """Train, select, test; returns ``{"test": metrics, "best_epoch", "run_dir", ...}``.
 
     ``train.threads`` (if > 0) sets torch's intra-op threads for the run and restores them after.
+    One process only: under a multi-process launcher every copy is stopped with a clear message.
     """
+    from prefrec.distributed import refuse_under_launcher
+
+    refuse_under_launcher("train-cf")
     threads = torch.get_num_threads()
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)

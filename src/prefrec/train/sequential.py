@@ -302,7 +302,10 @@ def train_sasrec(train_cases: Sequence[CaseLike], val_cases: Sequence[CaseLike],
     ``wall_seconds``. With ``out_dir`` the best weights go to ``out_dir`` as a safetensors
     checkpoint (:func:`prefrec.models.sasrec.save_sasrec`) whose meta holds the fingerprint.
     """
+    from prefrec.distributed import refuse_under_launcher
     from prefrec.losses import make_loss
+
+    refuse_under_launcher("baseline (SASRec)")
     from prefrec.models.sasrec import SASRec, SASRecConfig, save_sasrec
 
     cfg = cfg or SequentialTrainConfig()
