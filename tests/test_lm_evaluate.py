@@ -119,7 +119,7 @@ def test_cli_end_to_end(tok, tmp_path, monkeypatch, capsys):
         monkeypatch.setattr(prompts_mod, "lm_samples", fake_samples)
     except ImportError:
         monkeypatch.setitem(sys.modules, "prefrec.lm.prompts", types.SimpleNamespace(lm_samples=fake_samples))
-    monkeypatch.setattr(cmd, "load_model", lambda ckpt: (model, tok, "base"))
+    monkeypatch.setattr(cmd, "load_model", lambda ckpt, device="cpu", dtype=None: (model, tok, "base"))
     out = tmp_path / "ev"
     rc = cli.main(["evaluate-lm", "--checkpoint", "tiny", "--dataset", "ml-100k", "--split", "test",
                    "--mode", "rank", "--limit", "3", "--out", str(out)])
@@ -151,7 +151,7 @@ def test_cli_popularity_metrics(tok, tmp_path, monkeypatch, capsys):
     samples = [replace(s, item_ids=[TITLES.index(t) for t in s.candidates]) for s in make_samples(4)]
     import prefrec.lm.prompts as prompts_mod
     monkeypatch.setattr(prompts_mod, "lm_samples", lambda *a, **k: samples)
-    monkeypatch.setattr(cmd, "load_model", lambda ckpt: (model, tok, "base"))
+    monkeypatch.setattr(cmd, "load_model", lambda ckpt, device="cpu", dtype=None: (model, tok, "base"))
     train = [SequenceCase(user=u, history=(0, 1), target=2 + u, candidates=(), target_pos=-1) for u in range(3)]
     monkeypatch.setattr(baseline, "load_cases", lambda dataset, seed=0, data_dir=None:
                         ({"train": train, "val": [], "test": []}, len(TITLES)))

@@ -234,8 +234,8 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 @dataclass(frozen=True)
 class LoadOptions:
     """How weights are loaded: ``dtype`` (auto = the checkpoint's), the attention kernel, and
-    bitsandbytes quantization (QLoRA). ``device`` is where a quantized model is placed (its
-    loader must place it; plain models are moved by the caller)."""
+    bitsandbytes quantization (QLoRA). On a CUDA ``device`` the weights are loaded straight onto
+    it (``device_map``), so N ranks do not each hold a full copy in host RAM first."""
 
     dtype: str = "float32"
     attn_implementation: str = "sdpa"
@@ -253,6 +253,8 @@ class LoadOptions:
     def kwargs(self) -> dict[str, Any]:
         """``from_pretrained`` keyword arguments; clear errors where a package or a GPU is missing."""
         out: dict[str, Any] = {"dtype": self.torch_dtype(), "attn_implementation": self.attn_implementation}
+        if self.device is not None and torch.device(self.device).type == "cuda":
+            out["device_map"] = {"": self.device}  # weights go straight to the GPU, not through host RAM
         if self.attn_implementation == "flash_attention_2":
             if importlib.util.find_spec("flash_attn") is None or not torch.cuda.is_available():
                 raise ConfigError("attn_implementation=flash_attention_2 needs the flash-attn package and a "
