@@ -250,3 +250,30 @@ def test_cf_training_under_a_launcher_is_refused(monkeypatch, tmp_path):
         train_cf(CFConfig(), run_dir=tmp_path / "r")
     assert "without accelerate launch" in e.value.fix
     assert not (tmp_path / "r").exists()
+
+
+def test_preference_training_in_bf16_on_cpu(tmp_path):
+    """S-DPO through the engine under bf16 autocast: reference cache, step and evaluation run, the
+    first loss is log(1+K) (fresh LoRA: policy = reference) within bf16 rounding, and the cache
+    key records the precision (an fp32 cache is not reused for a bf16 run)."""
+    import math
+
+    from prefrec.models.lm import tiny_lm
+    from prefrec.train.preference import PreferenceConfig, train_preference
+
+    def run(name, precision):
+        model, tok = tiny_lm(seed=0, initializer_range=0.3)
+        cfg = PreferenceConfig(output_dir=str(tmp_path / name), model="tiny", max_steps=2, per_device_train_batch_size=2,
+                               per_device_eval_batch_size=2, num_negatives=3, learning_rate=1e-3, warmup_ratio=0.0,
+                               plots=False, save_final_model=False, lora_dropout=0.0, precision=precision,
+                               ref_cache_dir=str(tmp_path / "cache"), threads=1)
+        return train_preference(cfg, model=model, tokenizer=tok, train_samples=_samples(4), eval_samples=_samples(2))
+
+    r16 = run("bf16", "bf16")
+    first = [r for r in _rows(r16.run_dir) if "loss" in r][0]["loss"]
+    assert first == pytest.approx(math.log(4), abs=0.02)
+    s16 = json.loads((r16.run_dir / "summary.json").read_text())
+    assert s16["precision"] == "bf16" and math.isfinite(s16["eval"]["eval_loss"])
+    r32 = run("fp32", "fp32")
+    s32 = json.loads((r32.run_dir / "summary.json").read_text())
+    assert s32["ref_cache"]["train"] != s16["ref_cache"]["train"]

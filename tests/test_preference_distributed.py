@@ -104,3 +104,9 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path):
         torch.testing.assert_close(w2[k], w1[k], atol=1e-5, rtol=0)
     moved = max((w2[k] - 0).abs().max().item() for k in w2 if "lora_B" in k)
     assert moved > 1e-4  # training did change the (zero-initialised) B matrices
+
+    # a second launch into the finished folder without --resume: EVERY rank refuses (before the
+    # engine decided on all ranks, rank 1 went on and waited forever for rank 0)
+    again = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    assert again.returncode != 0
+    assert again.stderr.count("already holds checkpoints") == 2, again.stderr[-3000:]
