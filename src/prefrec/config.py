@@ -159,7 +159,9 @@ def _deep_update(dst: dict, src: dict) -> None:
 
 def dump_config(cfg: BaseModel, path: str | Path) -> None:
     """Write the resolved config as YAML (the file a run can be repeated from)."""
-    Path(path).write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
+    from prefrec.checkpoint import atomic_write_text  # a kill never leaves a torn config.yaml
+
+    atomic_write_text(path, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
 
 
 def config_hash(cfg: BaseModel | dict, n: int = 12) -> str:

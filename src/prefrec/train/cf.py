@@ -299,7 +299,23 @@ def _save_weights(model: torch.nn.Module, path: Path) -> None:
 def _load_weights(model: torch.nn.Module, path: Path) -> None:
     from safetensors.torch import load_file
 
-    model.load_state_dict(load_file(str(path)))
+    try:
+        model.load_state_dict(load_file(str(path)))
+    except Exception as e:  # noqa: BLE001 - torn, foreign (pickle) or other-shape weights
+        raise DataError(f"cannot load the weights ({type(e).__name__}: {str(e)[:200]})", where=str(path),
+                        fix="start the run afresh with --overwrite (the old folder is kept aside)") from None
+
+
+def splits_fingerprint(splits: CFSplits) -> str:
+    """sha256 of the train/test pairs (a resume refuses a checkpoint trained on other data)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for ui in (splits.train, splits.test):
+        h.update(np.int64([ui.n_users, ui.n_items]).tobytes())
+        h.update(np.ascontiguousarray(ui.indptr).tobytes())
+        h.update(np.ascontiguousarray(ui.indices).tobytes())
+    return h.hexdigest()[:16]
 
 
 class _Jsonl:
@@ -307,12 +323,10 @@ class _Jsonl:
         self.path = path
 
     def truncate_after(self, epoch: int) -> None:
-        """On resume: drop records written after the checkpoint we resume from."""
-        if not self.path.exists():
-            return
-        keep = [ln for ln in self.path.read_text().splitlines()
-                if ln.strip() and json.loads(ln).get("epoch", 0) <= epoch and json.loads(ln).get("split") != "test"]
-        self.path.write_text("".join(k + "\n" for k in keep))
+        """On resume: drop records written after the checkpoint we resume from (and a torn last line)."""
+        from prefrec.rundir import keep_rows
+
+        keep_rows(self.path, lambda r: r.get("epoch", 0) <= epoch and r.get("split") != "test")
 
     def write(self, rec: dict) -> None:
         with self.path.open("a") as f:
@@ -325,11 +339,15 @@ def train_cf(cfg: CFConfig, data_dir: str | Path | None = None, resume: bool = F
 
     ``train.threads`` (if > 0) sets torch's intra-op threads for the run and restores them after.
     """
+    from prefrec.rundir import child, claim
+
+    run = Path(run_dir) if run_dir is not None else child(cfg.output_dir, cfg.name, "name")
     threads = torch.get_num_threads()
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     try:
-        return _train_cf(cfg, data_dir, resume, splits, run_dir)
+        with claim(run):
+            return _train_cf(cfg, data_dir, resume, splits, run)
     finally:
         torch.set_num_threads(threads)
 
@@ -338,8 +356,9 @@ def _train_cf(cfg: CFConfig, data_dir, resume: bool, splits: CFSplits | None, ru
     from tqdm.auto import tqdm
 
     from prefrec.cf.sampling import NegativeSampler
-    from prefrec.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+    from prefrec.checkpoint import load_checkpoint, save_checkpoint
     from prefrec.config import dump_config
+    from prefrec.rundir import check_start, restore_newest
     from prefrec.metrics.ranking import popularity_groups
 
     t0 = time.time()
@@ -353,11 +372,12 @@ def _train_cf(cfg: CFConfig, data_dir, resume: bool, splits: CFSplits | None, ru
                           fix=f"use Recall@K or NDCG@K with K in {tc.ks}")
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
-    run = Path(run_dir) if run_dir is not None else Path(cfg.output_dir) / cfg.name
-    run.mkdir(parents=True, exist_ok=True)
-    dump_config(cfg, run / "config.yaml")
+    run = Path(run_dir)
+    check_start(run, cfg.model_dump(mode="json"), resume=resume, kind="cf")
     if splits is None:
         splits = load_splits(cfg, data_dir)
+    data_fp = splits_fingerprint(splits)
+    dump_config(cfg, run / "config.yaml")
     model = build_model(cfg, splits)
     opt = make_optimizer(model, tc.lr, tc.weight_decay)
     minmax = build_minmax(cfg, loss_fn, splits)
@@ -372,8 +392,12 @@ def _train_cf(cfg: CFConfig, data_dir, resume: bool, splits: CFSplits | None, ru
     metrics = _Jsonl(run / "metrics.jsonl")
     ckdir = run / "checkpoints"
     start_epoch, best, best_epoch, bad = 0, -math.inf, -1, 0
-    if resume and (ck := latest_checkpoint(ckdir)) is not None:
+
+    def restore(ck: Path) -> dict:
         parts, state = load_checkpoint(ck)
+        if state.get("data", data_fp) != data_fp:
+            raise DataError("the checkpoint was trained on other data than the dataset gives now", where=str(ck),
+                            fix="resume with the original data, or start a new run (--overwrite or another name)")
         model.load_state_dict(parts["model"])
         opt.load_state_dict(parts["optimizer"])
         if minmax is not None:
@@ -381,7 +405,14 @@ def _train_cf(cfg: CFConfig, data_dir, resume: bool, splits: CFSplits | None, ru
         gen.set_state(parts["rng"]["shuffle"])
         sampler.set_state(parts["rng"]["sampler"])
         torch.set_rng_state(parts["rng"]["torch"])
+        return state
+
+    if resume and (got := restore_newest(ckdir, restore)) is not None:
+        ck, state = got
         start_epoch, best, best_epoch, bad = state["epoch"], state["best"], state["best_epoch"], state["bad"]
+        if start_epoch > tc.epochs:
+            raise ConfigError(f"the checkpoint is at epoch {start_epoch}, after train.epochs={tc.epochs}",
+                              where="train.epochs", fix=f"resume with train.epochs >= {start_epoch}")
         metrics.truncate_after(start_epoch)
         log.info("resumed from %s (epoch %d)", ck, start_epoch)
     elif (run / "metrics.jsonl").exists():
@@ -397,6 +428,7 @@ def _train_cf(cfg: CFConfig, data_dir, resume: bool, splits: CFSplits | None, ru
     aux = getattr(model, "auxiliary_loss", None)
     stopped = False
     train_seconds = 0.0
+    epoch = start_epoch - 1  # a finished run resumed again trains no epoch
     for epoch in range(start_epoch, tc.epochs):
         te = time.time()
         perm = torch.randperm(n_rows, generator=gen)
@@ -453,7 +485,7 @@ def _train_cf(cfg: CFConfig, data_dir, resume: bool, splits: CFSplits | None, ru
             if minmax is not None:
                 parts["minmax"] = minmax.state_dict()
             save_checkpoint(ckdir, epoch + 1, parts,
-                            {"epoch": epoch + 1, "best": best, "best_epoch": best_epoch, "bad": bad},
+                            {"epoch": epoch + 1, "best": best, "best_epoch": best_epoch, "bad": bad, "data": data_fp},
                             keep=tc.keep_checkpoints)
         if stopped:
             log.info("early stop at epoch %d (patience %d)", epoch + 1, tc.patience)
