@@ -162,10 +162,11 @@ def _is_main() -> bool:
 
 
 @contextlib.contextmanager
-def claim(run: str | Path, key: str = "output_dir", main: bool | None = None) -> Iterator[Path]:
+def claim(run: str | Path, key: str = "output_dir", main: bool | None = None,
+          remove_unused: bool = True) -> Iterator[Path]:
     """Hold ``run`` for the block: lock it, clean temp files of interrupted writes; if the block
     fails before a run wrote anything (a refused start, a typo found while loading), remove the
-    folder again when this claim created it. Re-entrant within a process (a study stage, a
+    folder again when this claim created it (``remove_unused``). Re-entrant within a process (a study stage, a
     trainer called by a command that already claimed the folder)."""
     run = Path(run)
     main = _is_main() if main is None else main
@@ -201,7 +202,7 @@ def claim(run: str | Path, key: str = "output_dir", main: bool | None = None) ->
         clean_temp(run)
         yield run
     except BaseException:
-        if created and not holds_run(run):
+        if created and remove_unused and not holds_run(run):
             lock.release()
             shutil.rmtree(run, ignore_errors=True)
         raise
@@ -393,3 +394,12 @@ def finished_summary(run: str | Path, step: int) -> dict | None:
     except (OSError, ValueError):
         return None
     return s if isinstance(s, dict) and s.get("steps") == step and s.get("train") else None
+
+
+def overwrite_if_asked(args: Any, run: str | Path) -> None:
+    """The commands' ``--overwrite``: move a previous run aside (rank 0 only) before training."""
+    if getattr(args, "overwrite", False) and _is_main():
+        if getattr(args, "resume", False):
+            raise ConfigError("--overwrite and --resume contradict each other", where="command line",
+                              fix="--resume continues the run in the folder; --overwrite starts a new one")
+        move_aside(run)

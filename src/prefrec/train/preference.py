@@ -60,6 +60,7 @@ from prefrec.config import Config, config_hash, dump_config
 from prefrec.errors import ConfigError, DataError, PrefrecError
 from prefrec.lm.napo import NapoConfig
 from prefrec.lm.recpo import RecpoConfig
+from prefrec.rundir import check_start, finished_summary, holds_run_dir, keep_rows, restore_newest
 
 log = logging.getLogger(__name__)
 
@@ -534,11 +535,7 @@ def open_run_dir(cfg: Config, run_dir: Path, metrics_path: Path, dist: _Dist, re
     rows logged after the checkpoint (they will be logged again); every rank waits for it."""
     if dist.main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        if resumed_step is None:
-            metrics_path.write_text("", encoding="utf-8")
-        else:
-            rows = [r for r in _read_jsonl(metrics_path) if r.get("step", 0) <= resumed_step]
-            metrics_path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        keep_rows(metrics_path, lambda r: resumed_step is not None and r.get("step", 0) <= resumed_step)
         dump_config(cfg, run_dir / "config.yaml")
     dist.barrier()
 
@@ -629,6 +626,7 @@ def evaluate_loss(model, tokenizer, samples, cols, ref, objective, beta, dist: _
     return {f"eval_{k}": tot[j].item() / n for j, k in enumerate(keys)}
 
 
+@holds_run_dir(lambda cfg, **_: cfg.output_dir)  # one process per run folder, for the run's life
 def train_preference(cfg: PreferenceConfig, *, resume: bool = False, model=None, tokenizer=None,
                      train_samples: Sequence[Any] | None = None, eval_samples: Sequence[Any] | None = None,
                      objective: Objective | None = None) -> TrainResult:
@@ -655,9 +653,7 @@ def train_preference(cfg: PreferenceConfig, *, resume: bool = False, model=None,
     start = latest_checkpoint(ckpt_root) if resume else None
     if resume and start is None:
         log.warning("--resume: no checkpoint in %s; starting from scratch", ckpt_root)
-    if not resume and dist.main and latest_checkpoint(ckpt_root) is not None:
-        raise ConfigError(f"{run_dir} already holds checkpoints of a run", where="output_dir",
-                          fix="pass --resume to continue it, or choose another output_dir")
+    check_start(run_dir, cfg.model_dump(mode="json"), resume=resume, kind="lm")
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     # config and data errors surface before the (slow) model load
@@ -709,7 +705,7 @@ def train_preference(cfg: PreferenceConfig, *, resume: bool = False, model=None,
 
     step = 0
     if start is not None:
-        state, step = restore_checkpoint(start, params, optimizer, scheduler)
+        start, (state, step) = restore_newest(ckpt_root, lambda ck: restore_checkpoint(ck, params, optimizer, scheduler))
         if state.get("ref_keys", {}) != ref_keys:
             raise rc.StaleCacheError(
                 "the checkpoint was trained against other reference log-probs than the current "
@@ -717,6 +713,8 @@ def train_preference(cfg: PreferenceConfig, *, resume: bool = False, model=None,
                 fix="resume with the original model and data, or start a new run (another output_dir)")
         objective.load_state_dict(state.get("objective", {}))
         log.info("resumed from %s (step %d)", start, step)
+        if step >= total_steps and (done := finished_summary(run_dir, step)) is not None:
+            return TrainResult(run_dir=run_dir, steps=step, final_metrics=done["train"], eval_metrics=done.get("eval", {}))
     open_run_dir(cfg, run_dir, metrics_path, dist, step if start is not None else None)
 
     eval_cols = sample_negatives(eval_samples, k, cfg.seed + 1, 0, False) if eval_samples else None

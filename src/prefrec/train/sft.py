@@ -53,6 +53,7 @@ from pydantic import Field
 
 from prefrec.config import config_hash
 from prefrec.errors import ConfigError, DataError
+from prefrec.rundir import check_start, finished_summary, holds_run_dir, restore_newest
 from prefrec.train.preference import (
     LMTrainConfig,
     TrainingError,
@@ -279,6 +280,7 @@ def _check_launch(dist: _Dist) -> None:
                     "--nproc_per_node N -m prefrec.cli sft ...`")
 
 
+@holds_run_dir(lambda cfg, **_: cfg.output_dir)  # one process per run folder, for the run's life
 def train_sft(cfg: SFTConfig, *, resume: bool = False, model=None, tokenizer=None,
               train_samples: Sequence[Any] | None = None, eval_samples: Sequence[Any] | None = None
               ) -> TrainResult:
@@ -308,9 +310,7 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, model=None, tokenizer=Non
     start = latest_checkpoint(ckpt_root) if resume else None
     if resume and start is None:
         log.warning("--resume: no checkpoint in %s; starting from scratch", ckpt_root)
-    if not resume and latest_checkpoint(ckpt_root) is not None:  # every rank raises: no hang
-        raise ConfigError(f"{run_dir} already holds checkpoints of a run", where="output_dir",
-                          fix="pass --resume to continue it, or choose another output_dir")
+    check_start(run_dir, cfg.model_dump(mode="json"), resume=resume, kind="lm")  # every rank raises: no hang
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
 
@@ -341,12 +341,14 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, model=None, tokenizer=Non
 
     step = 0
     if start is not None:
-        state, step = restore_checkpoint(start, params, optimizer, scheduler)
+        start, (state, step) = restore_newest(ckpt_root, lambda ck: restore_checkpoint(ck, params, optimizer, scheduler))
         if state.get("data") != data_fp:
             raise TrainingError("the checkpoint was trained on other examples than the current config gives "
                                 "(dataset, limits, seed, max_length or tokenizer changed)", where=str(start),
                                 fix="resume with the original settings, or start a new run (another output_dir)")
         log.info("resumed from %s (step %d)", start, step)
+        if step >= total_steps and (done := finished_summary(run_dir, step)) is not None:
+            return TrainResult(run_dir=run_dir, steps=step, final_metrics=done["train"], eval_metrics=done.get("eval", {}))
     open_run_dir(cfg, run_dir, metrics_path, dist, step if start is not None else None)
     if dist.main:
         log.info("SFT: %d train / %d eval examples (%d / %d prompts truncated), %d steps of %d examples "
