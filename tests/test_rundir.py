@@ -252,3 +252,27 @@ def test_check_name():
     for bad in ("..", "a/b", "/x", ".x", "a\\b", "a\x00"):
         with pytest.raises(ConfigError):
             rundir.check_name(bad, "k")
+
+
+def test_sft_finished_twice_keeps_its_summary_and_refuses_a_changed_resume(tmp_path):
+    import torch
+
+    from prefrec.models.lm import tiny_lm
+    from prefrec.train.sft import SFTConfig, train_sft
+    from test_sft import _samples
+
+    torch.set_num_threads(1)
+    model, tok = tiny_lm(seed=0, initializer_range=0.3)
+    cfg = SFTConfig(output_dir=str(tmp_path / "sft"), model="tiny", max_steps=2, per_device_train_batch_size=4,
+                    eval_limit=0, plots=False, save_final_model=False, warmup_ratio=0.0)
+    data = _samples(6, 5)
+    first = train_sft(cfg, model=model, tokenizer=tok, train_samples=data)
+    summary = (tmp_path / "sft" / "summary.json").read_text()
+    again = train_sft(cfg, resume=True, model=tiny_lm(tok, seed=0)[0], tokenizer=tok, train_samples=data)
+    assert again.steps == 2 and again.final_metrics == first.final_metrics and again.final_metrics["loss"] > 0
+    assert (tmp_path / "sft" / "summary.json").read_text() == summary
+    with pytest.raises(ConfigError, match="learning_rate"):
+        train_sft(cfg.model_copy(update={"learning_rate": 0.5}), resume=True, model=tiny_lm(tok, seed=0)[0],
+                  tokenizer=tok, train_samples=data)
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train_sft(cfg, model=tiny_lm(tok, seed=0)[0], tokenizer=tok, train_samples=data)
