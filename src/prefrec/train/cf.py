@@ -180,6 +180,19 @@ _AUTO_INIT = {"bpr": "xavier_normal", "llpauc": "small_normal"}  # the peer's re
 
 
 def build_model(cfg: CFConfig, splits: CFSplits) -> torch.nn.Module:
+    """The model of ``cfg.model``; a size that cannot be allocated is a ConfigError naming model.dim."""
+    try:
+        return _build_model(cfg, splits)
+    except (MemoryError, RuntimeError) as e:
+        if isinstance(e, RuntimeError) and "alloc" not in str(e).lower() and "memory" not in str(e).lower():
+            raise
+        gib = (splits.n_users + splits.n_items) * cfg.model.dim * 4 / 2**30
+        raise ConfigError(f"cannot allocate the embedding tables ({splits.n_users:,} users + {splits.n_items:,} "
+                          f"items x dim {cfg.model.dim} = {gib:,.1f} GiB, more with the optimizer)",
+                          where="model.dim", fix="lower model.dim") from None
+
+
+def _build_model(cfg: CFConfig, splits: CFSplits) -> torch.nn.Module:
     m = cfg.model
     init = m.init if m.init != "auto" else _AUTO_INIT.get(cfg.loss.name, "xavier_uniform" if m.name == "xsimgcl" else "normal")
     if m.name == "mf":
