@@ -23,7 +23,7 @@ With ``model.norm: false`` the scores are raw dot products (for BPR, as the pape
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -122,7 +122,7 @@ class CFTrain(Config):
     eval_every: int = Field(5, ge=1)
     patience: int = Field(0, ge=0)
     """Stop after this many validations without improvement; 0 = off (the paper's protocol)."""
-    ks: list[int] = [5, 10, 20, 50]
+    ks: list[Annotated[int, Field(ge=1)]] = Field([5, 10, 20, 50], min_length=1)
     select_metric: str = "NDCG@20"
     eval_chunk: int = Field(1024, ge=1)
     checkpoint_every: int = Field(1, ge=1)

@@ -27,11 +27,17 @@ SEPARATORS = ("\t", ",", ";", "|", "::", " ")
 _SEP_NAMES = {"\t": "tab", ",": "','", ";": "';'", "|": "'|'", "::": "'::'", " ": "space"}
 
 
+def _short(v: object, n: int = 60) -> str:
+    """``repr`` of a value for a message, cut to ``n`` characters (a 5 MB field gives a short error)."""
+    r = repr(v)
+    return r if len(r) <= n else f"{r[:n]}... ({len(r):,} characters)"
+
+
 def _int_field(value: str, path: object, line: int, column: str, fix: str) -> int:
     try:
         return int(value)
     except ValueError:
-        raise DataError(f"{column} {value!r} is not an integer", where=where(path, line, column),
+        raise DataError(f"{column} {_short(value)} is not an integer", where=where(path, line, column),
                         fix=fix) from None
 
 
@@ -116,8 +122,9 @@ class _Table:
         for r, v in enumerate(vals):
             try:
                 out[r] = py(v)
-            except (TypeError, ValueError):
-                raise DataError(f"{col} {v!r} is not {what}", where=where(self.loc, self.line_of(r), col),
+            except (TypeError, ValueError, OverflowError):
+                big = isinstance(v, str) and v.strip().lstrip("+-").isdigit()
+                raise DataError(f"{col} {_short(v)} is not {what}" + (" (too large for a 64-bit integer)" if big else ""), where=where(self.loc, self.line_of(r), col),
                                 fix=fix) from None
         return out
 
@@ -167,6 +174,10 @@ def _parse_table(raw: bytes, loc: str, *, sep: str | None, required: Sequence[st
     else:
         sep = sep or "\t"
         columns = list(header)
+    dup = sorted({c for c in columns if columns.count(c) > 1})
+    if dup:
+        raise DataError(f"the header names column {dup[0]!r} twice", where=where(loc, 1),
+                        fix="give every column a distinct name")
     missing = [c for c in required if c not in columns]
     others = [s for s in SEPARATORS if s != sep and s != " " and s in first]
     if missing or (len(columns) == 1 and others and header is None):
@@ -590,7 +601,7 @@ def _llara_item(v: Any, path: Path, n: int, col: str, n_items: int) -> tuple[int
         if not isinstance(rating, (int, float)) or not np.isfinite(rating):
             raise DataError(f"{col} rating {rating!r} is not a finite number", where=where(path, n, col), fix=LLARA_FIX)
     if isinstance(v, bool) or not isinstance(v, int):
-        raise DataError(f"{col} item {v!r} is not an integer id", where=where(path, n, col), fix=LLARA_FIX)
+        raise DataError(f"{col} item {_short(v)} is not an integer id", where=where(path, n, col), fix=LLARA_FIX)
     if not 0 <= v < n_items:
         raise DataError(f"{col} item {v} is not in the catalog (ids 0..{n_items - 1})", where=where(path, n, col),
                         fix="use the id2name/u.item catalog that belongs to these sequences")
@@ -858,7 +869,7 @@ def _timestamps(vals: np.ndarray, t: _Table | None, col: str, loc: str = "", lin
                 out[r] = np.datetime64(str(v).strip().replace(" ", "T"), "s").astype(np.int64)
             except ValueError:
                 line = t.line_of(r) if t is not None else (line_of(r) if line_of else None)
-                raise DataError(f"timestamp {v!r} is neither a number nor an ISO date",
+                raise DataError(f"timestamp {_short(v)} is neither a number nor an ISO date",
                                 where=where(t.loc if t is not None else loc, line, col),
                                 fix="use unix seconds or YYYY-MM-DD[ HH:MM:SS]") from None
     if not np.isfinite(out).all():
@@ -917,6 +928,13 @@ def _parquet_columns(path: Path, columns: dict[str, str] | None):
 
 
 def _table_dataset(data: dict[str, np.ndarray], loc: str, line_of, name: str) -> Dataset:
+    for role in ("user", "item"):
+        ids = np.asarray(data[role]).astype(str)
+        empty = np.char.str_len(np.char.strip(ids)) == 0
+        if empty.any():
+            r = int(np.flatnonzero(empty)[0])
+            raise DataError(f"the {role} id is empty", where=where(loc, line_of(r), role),
+                            fix=f"give every row a {role} id, or drop the rows without one")
     u_idx, u_ids = index_ids(np.asarray(data["user"]).astype(str))
     i_idx, i_ids = index_ids(np.asarray(data["item"]).astype(str))
     catalog = None
