@@ -443,12 +443,11 @@ def _archive_stale(stage: Stage) -> None:
         old = "old"
     if old == stage.key:
         return
-    target = d.with_name(f"{d.name}@{old}")
-    n = 1
-    while target.exists():
-        target = d.with_name(f"{d.name}@{old}.{n}")
-        n += 1
-    d.rename(target)
+    if not (isinstance(old, str) and old.isalnum()):  # a hand-edited stage.json cannot steer the rename
+        old = "old"
+    from prefrec.rundir import move_aside
+
+    target = move_aside(d, f"@{old}")
     log.info("config of stage %s changed; previous output kept in %s", stage.label, target)
 
 

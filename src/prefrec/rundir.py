@@ -246,23 +246,23 @@ def holds_run(run: str | Path) -> bool:
     return run.is_dir() and any((run / m).exists() for m in RUN_MARKERS)
 
 
-def move_aside(run: str | Path) -> Path | None:
-    """``--overwrite``: rename a folder holding a run to ``<run>.old-<UTC time>`` (kept, never
-    deleted); refused while another process holds it. Returns the new path (None: nothing there)."""
+def move_aside(run: str | Path, suffix: str | None = None) -> Path | None:
+    """Rename a folder holding a run to ``<run><suffix>`` (default ``.old-<UTC time>``; ``.1``,
+    ``.2`` ... appended if taken): kept, never deleted; refused while another process holds it.
+    ``--overwrite`` and ``prefrec run``'s stale stages use it. Returns the new path (None: nothing there)."""
     run = Path(run)
     check_folder(run)
     if not run.exists() or not any(run.iterdir()):
         return None
     with claim(run):
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        target = run.with_name(f"{run.name}.old-{stamp}")
-        n = 1
+        base = run.with_name(run.name + (suffix or f".old-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"))
+        target, n = base, 1
         while target.exists():
-            target = run.with_name(f"{run.name}.old-{stamp}.{n}")
+            target = base.with_name(f"{base.name}.{n}")
             n += 1
         run.rename(target)
     (target / LOCK).unlink(missing_ok=True)  # the claim's lock file moved with the folder
-    log.warning("--overwrite: the previous run in %s was moved to %s", run, target)
+    log.warning("the previous run in %s was moved to %s", run, target)
     return target
 
 
