@@ -341,14 +341,14 @@ def restore_newest(root: str | Path, restore: Callable[[Path], T]) -> tuple[Path
         except Exception as e:  # noqa: BLE001 - every way a file can be torn or foreign
             last = e
             log.warning("checkpoint %s cannot be loaded (%s: %s); trying an older one", ck, type(e).__name__,
-                        _one_line(e))
+                        one_line(e))
     raise DataError(f"none of the {len(found)} checkpoint(s) can be loaded (last: {type(last).__name__}: "
-                    f"{_one_line(last)})", where=str(root),
+                    f"{one_line(last)})", where=str(root),
                     fix="start the run afresh with --overwrite (the folder is kept aside), or fix the config "
                     "if it no longer matches the checkpoint (model sizes)")
 
 
-def _one_line(e: object, n: int = 200) -> str:
+def one_line(e: object, n: int = 200) -> str:
     """An exception's text on one line, cut to ``n`` characters (messages are one paragraph)."""
     t = " ".join(str(e).split())
     return t if len(t) <= n else t[:n] + "..."

@@ -315,8 +315,11 @@ def _load_weights(model: torch.nn.Module, path: Path) -> None:
     try:
         model.load_state_dict(load_file(str(path)))
     except Exception as e:  # noqa: BLE001 - torn, foreign (pickle) or other-shape weights
-        raise DataError(f"cannot load the weights ({type(e).__name__}: {str(e)[:200]})", where=str(path),
-                        fix="start the run afresh with --overwrite (the old folder is kept aside)") from None
+        from prefrec.rundir import one_line
+
+        raise DataError(f"cannot load the weights ({type(e).__name__}: {one_line(e)})", where=str(path),
+                        fix="the run's config.yaml must match its weights (model.name, model.dim, dataset); "
+                            "restore it, or train the run again (--overwrite keeps the old folder aside)") from None
 
 
 def splits_fingerprint(splits: CFSplits) -> str:

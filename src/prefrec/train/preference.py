@@ -654,6 +654,7 @@ def train_preference(cfg: PreferenceConfig, *, resume: bool = False, model=None,
     if resume and start is None:
         log.warning("--resume: no checkpoint in %s; starting from scratch", ckpt_root)
     check_start(run_dir, cfg.model_dump(mode="json"), resume=resume, kind="lm")
+    dist.barrier()  # every rank decided on the same folder state (no rank writes before all checked)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     # config and data errors surface before the (slow) model load

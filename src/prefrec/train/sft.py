@@ -310,7 +310,8 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, model=None, tokenizer=Non
     start = latest_checkpoint(ckpt_root) if resume else None
     if resume and start is None:
         log.warning("--resume: no checkpoint in %s; starting from scratch", ckpt_root)
-    check_start(run_dir, cfg.model_dump(mode="json"), resume=resume, kind="lm")  # every rank raises: no hang
+    check_start(run_dir, cfg.model_dump(mode="json"), resume=resume, kind="lm")
+    dist.barrier()  # every rank decided on the same folder state (no rank writes before all checked)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
 
