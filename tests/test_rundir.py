@@ -276,3 +276,15 @@ def test_sft_finished_twice_keeps_its_summary_and_refuses_a_changed_resume(tmp_p
                   tokenizer=tok, train_samples=data)
     with pytest.raises(ConfigError, match="already holds a run"):
         train_sft(cfg, model=tiny_lm(tok, seed=0)[0], tokenizer=tok, train_samples=data)
+
+
+def test_a_planted_lock_symlink_is_refused_not_followed(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    run = tmp_path / "run"
+    run.mkdir()
+    os.symlink(victim, run / rundir.LOCK)
+    with pytest.raises(ConfigError, match="lock file"):
+        with rundir.claim(run):
+            pass
+    assert victim.read_text() == "keep"

@@ -112,10 +112,18 @@ class RunLock:
         import fcntl
 
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            except OSError as e:  # a symlink planted as .lock (ELOOP), a read-only folder, ...
+                raise ConfigError(f"cannot open the run folder's lock file ({e.strerror or e})", where=str(self.path),
+                                  fix="remove it if it is not a regular file, and check the folder is writable") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as e:
+                if e.errno in (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP):  # a filesystem without locks
+                    log.warning("%s: this filesystem does not support locks; two runs into this folder at "
+                                "once would not be refused", self.run)
+                    break
                 os.close(fd)
                 if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                     raise
