@@ -288,3 +288,22 @@ def test_a_planted_lock_symlink_is_refused_not_followed(tmp_path):
         with rundir.claim(run):
             pass
     assert victim.read_text() == "keep"
+
+
+def test_study_force_keeps_the_old_stage_and_a_second_study_process_is_refused(tmp_path, capsys):
+    from test_experiment import tiny_study
+
+    f = tiny_study(tmp_path, losses=("bpr",))
+    assert main(["-q", "run", str(f)]) == 0
+    stage = tmp_path / "runs" / "tiny" / "bpr"
+    old = _test_rows(stage)
+    assert main(["-q", "run", str(f), "--force"]) == 0
+    aside = [p for p in stage.parent.iterdir() if p.name.startswith("bpr.old-")]
+    assert len(aside) == 1 and _test_rows(aside[0]) == old and _test_rows(stage) == old  # same seed, same result
+    capsys.readouterr()
+    with rundir.claim(tmp_path / "runs" / "tiny"):  # held here; the CLI below runs in a child process
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        r = subprocess.run([sys.executable, "-m", "prefrec.cli", "-q", "run", str(f), "--force"], env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "another process is using this run folder" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr

@@ -57,7 +57,6 @@ SAFE_ON_RESUME: dict[str, dict[str, str]] = {
         "per_device_eval_batch_size": "evaluation batching", "save_total_limit": "checkpoint retention",
         "data_dir": "where the data is read (the data fingerprint is verified instead)",
     },
-    "sasrec": {"train.threads": "thread count"},
 }
 """Config keys a ``--resume`` may change, per trainer kind, and why each is safe. LM runs do not
 list epochs/max_steps: the LR schedule is planned from them, so a change is a different run."""
