@@ -13,11 +13,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_experiment import make_tiny_ml100k
 
 from prefrec import rundir
 from prefrec.cli import main
 from prefrec.errors import ConfigError, DataError
-from test_experiment import make_tiny_ml100k
 
 CONFIG = """\
 name: r
@@ -182,7 +182,7 @@ except PrefrecError as e:
 
 def _other_process(folder: Path) -> str:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    return subprocess.run([sys.executable, "-c", LOCKER, str(folder)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-c", LOCKER, str(folder)], capture_output=True, text=True, check=False,
                           env=env, timeout=120).stdout
 
 
@@ -197,9 +197,8 @@ def test_a_second_process_is_refused_while_the_folder_is_held(tmp_path):
 def test_two_trainings_into_one_folder(cf, capsys):
     """The CLI refuses while another process holds the folder (held here by a claim in a child)."""
     cf.folder.mkdir(parents=True)
-    holder = subprocess.Popen([sys.executable, "-c", "import sys,time\nfrom prefrec.rundir import claim\n"
-                               "with claim(sys.argv[1]):\n print('held', flush=True)\n sys.stdin.read()",
-                               str(cf.folder)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    code = "import sys\nfrom prefrec.rundir import claim\nwith claim(sys.argv[1]):\n print('held', flush=True)\n sys.stdin.read()"
+    holder = subprocess.Popen([sys.executable, "-c", code, str(cf.folder)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                               env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     try:
         assert holder.stdout.readline().strip() == "held"
@@ -256,10 +255,10 @@ def test_check_name():
 
 def test_sft_finished_twice_keeps_its_summary_and_refuses_a_changed_resume(tmp_path):
     import torch
+    from test_sft import _samples
 
     from prefrec.models.lm import tiny_lm
     from prefrec.train.sft import SFTConfig, train_sft
-    from test_sft import _samples
 
     torch.set_num_threads(1)
     model, tok = tiny_lm(seed=0, initializer_range=0.3)
@@ -284,9 +283,8 @@ def test_a_planted_lock_symlink_is_refused_not_followed(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     os.symlink(victim, run / rundir.LOCK)
-    with pytest.raises(ConfigError, match="lock file"):
-        with rundir.claim(run):
-            pass
+    with pytest.raises(ConfigError, match="lock file"), rundir.claim(run):
+        pass
     assert victim.read_text() == "keep"
 
 
@@ -304,6 +302,6 @@ def test_study_force_keeps_the_old_stage_and_a_second_study_process_is_refused(t
     with rundir.claim(tmp_path / "runs" / "tiny"):  # held here; the CLI below runs in a child process
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
         r = subprocess.run([sys.executable, "-m", "prefrec.cli", "-q", "run", str(f), "--force"], env=env,
-                           capture_output=True, text=True, timeout=300)
+                           capture_output=True, text=True, timeout=300, check=False)
     assert r.returncode == 2 and "another process is using this run folder" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr

@@ -84,8 +84,8 @@ def test_check_weights_refuses_pickles_and_names_torn_files(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
     with pytest.raises(DataError, match="model.safetensors"):
         safeio.check_weights(tmp_path)
-    from safetensors.torch import save_file
     import torch
+    from safetensors.torch import save_file
 
     save_file({"w": torch.ones(2)}, str(tmp_path / "model.safetensors"))
     safeio.check_weights(tmp_path)  # a good file beside a stray pickle: the safetensors are used

@@ -32,8 +32,9 @@ import os
 import shutil
 import socket
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 from prefrec.errors import ConfigError, DataError, PrefrecError
 
@@ -64,7 +65,7 @@ list epochs/max_steps: the LR schedule is planned from them, so a change is a di
 IGNORED_ON_RESUME = ("name", "output_dir", "run_dir")
 """Where the run lives is not part of what it computes (a moved folder can be resumed)."""
 
-_HELD: dict[Path, "RunLock"] = {}
+_HELD: dict[Path, RunLock] = {}
 
 
 # ----------------------------------------------------------------------------- names
