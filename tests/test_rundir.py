@@ -233,8 +233,9 @@ def test_config_diff_lists_keys_and_allows_safe_ones():
     new = {"name": "b", "train": {"epochs": 5, "lr": 0.2}, "model": {"dim": 8}}
     refused, allowed = rundir.config_diff(old, new, "cf")
     assert refused == ["train.lr: 0.1 -> 0.2"] and allowed == ["train.epochs: 3 -> 5"]
-    refused, _ = rundir.config_diff({"num_train_epochs": 1}, {"num_train_epochs": 2}, "lm")
-    assert refused == ["num_train_epochs: 1 -> 2"]  # the LM schedule depends on it
+    refused, allowed = rundir.config_diff({"num_train_epochs": 1, "learning_rate": 1e-4},
+                                          {"num_train_epochs": 2, "learning_rate": 1e-3}, "lm")
+    assert refused == ["learning_rate: 0.0001 -> 0.001"] and allowed == ["num_train_epochs: 1 -> 2"]
 
 
 def test_read_jsonl_rules(tmp_path):
@@ -275,6 +276,16 @@ def test_sft_finished_twice_keeps_its_summary_and_refuses_a_changed_resume(tmp_p
                   tokenizer=tok, train_samples=data)
     with pytest.raises(ConfigError, match="already holds a run"):
         train_sft(cfg, model=tiny_lm(tok, seed=0)[0], tokenizer=tok, train_samples=data)
+    # killed after the last checkpoint, before the summary: the checkpoint's metrics are kept
+    (tmp_path / "sft" / "summary.json").unlink()
+    again = train_sft(cfg, resume=True, model=tiny_lm(tok, seed=0)[0], tokenizer=tok, train_samples=data)
+    assert again.final_metrics == first.final_metrics
+    # more steps: documented as safe (the schedule is re-planned); fewer than the checkpoint: refused
+    longer = train_sft(cfg.model_copy(update={"max_steps": 3}), resume=True, model=tiny_lm(tok, seed=0)[0],
+                       tokenizer=tok, train_samples=data)
+    assert longer.steps == 3 and longer.final_metrics["loss"] > 0
+    with pytest.raises(ConfigError, match="step 3"):
+        train_sft(cfg, resume=True, model=tiny_lm(tok, seed=0)[0], tokenizer=tok, train_samples=data)
 
 
 def test_a_planted_lock_symlink_is_refused_not_followed(tmp_path):

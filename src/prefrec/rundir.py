@@ -46,6 +46,10 @@ RUN_MARKERS = ("checkpoints", "metrics.jsonl", "best.safetensors", "summary.json
                "report.md")
 """Entries that mean "a run wrote here" (``config.yaml`` alone is not a run: nothing trained)."""
 
+REPLAN = ("a longer run continues from the checkpoint with the LR schedule re-planned over the new total "
+          "(the steps already taken followed the old plan, so the result differs from a run planned that long "
+          "from the start); a total below the checkpoint's step is refused")
+
 SAFE_ON_RESUME: dict[str, dict[str, str]] = {
     "cf": {
         "train.epochs": "more (or fewer) epochs continue the same run: CF training has no LR schedule; "
@@ -57,10 +61,10 @@ SAFE_ON_RESUME: dict[str, dict[str, str]] = {
         "threads": "thread count", "logging_steps": "logging", "plots": "plots",
         "per_device_eval_batch_size": "evaluation batching", "save_total_limit": "checkpoint retention",
         "data_dir": "where the data is read (the data fingerprint is verified instead)",
+        "max_steps": REPLAN, "num_train_epochs": REPLAN,
     },
 }
-"""Config keys a ``--resume`` may change, per trainer kind, and why each is safe. LM runs do not
-list epochs/max_steps: the LR schedule is planned from them, so a change is a different run."""
+"""Config keys a ``--resume`` may change, per trainer kind, and why each is safe (logged when used)."""
 
 IGNORED_ON_RESUME = ("name", "output_dir", "run_dir")
 """Where the run lives is not part of what it computes (a moved folder can be resumed)."""
@@ -327,8 +331,17 @@ def check_start(run: str | Path, config: dict, *, resume: bool, kind: str) -> No
                           fix="resume with the stored settings (keys safe to change: "
                           + (", ".join(SAFE_ON_RESUME.get(kind, {})) or "none")
                           + "), or start a new run (--overwrite or another name)")
+    safe = SAFE_ON_RESUME.get(kind, {})
     for line in allowed:
-        log.info("resume: %s (safe to change)", line)
+        log.warning("resume with %s: %s", line, safe[line.split(":", 1)[0]])
+
+
+def check_resumed_step(step: int, total: int, key: str = "max_steps / num_train_epochs") -> None:
+    """A checkpoint past the planned total cannot be resumed (the run would end without training
+    and report a summary without training metrics)."""
+    if step > total:
+        raise ConfigError(f"the checkpoint is at step {step}, after the {total} steps the config plans", where=key,
+                          fix=f"resume with at least {step} steps (or the original settings)")
 
 
 def restore_newest(root: str | Path, restore: Callable[[Path], T]) -> tuple[Path, T] | None:

@@ -60,7 +60,7 @@ from prefrec.config import Config, config_hash, dump_config
 from prefrec.errors import ConfigError, DataError, PrefrecError
 from prefrec.lm.napo import NapoConfig
 from prefrec.lm.recpo import RecpoConfig
-from prefrec.rundir import check_start, finished_summary, holds_run_dir, keep_rows, restore_newest
+from prefrec.rundir import check_resumed_step, check_start, finished_summary, holds_run_dir, keep_rows, restore_newest
 
 log = logging.getLogger(__name__)
 
@@ -714,6 +714,7 @@ def train_preference(cfg: PreferenceConfig, *, resume: bool = False, model=None,
                 fix="resume with the original model and data, or start a new run (another output_dir)")
         objective.load_state_dict(state.get("objective", {}))
         log.info("resumed from %s (step %d)", start, step)
+        check_resumed_step(step, total_steps)
         if step >= total_steps and (done := finished_summary(run_dir, step)) is not None:
             return TrainResult(run_dir=run_dir, steps=step, final_metrics=done["train"], eval_metrics=done.get("eval", {}))
     open_run_dir(cfg, run_dir, metrics_path, dist, step if start is not None else None)
@@ -733,7 +734,7 @@ def train_preference(cfg: PreferenceConfig, *, resume: bool = False, model=None,
     def save(final: bool = False) -> None:
         if dist.main:
             state = {"ref_keys": ref_keys, "config_hash": config_hash(cfg), "objective": objective.state_dict(),
-                     "epoch": step / steps_per_epoch}
+                     "epoch": step / steps_per_epoch, "train": last_train, "eval": last_eval}
             save_checkpoint(ckpt_root, step, {"model": {n: p.detach() for n, p in params.items()},
                                               "optimizer": optimizer.state_dict(),
                                               "scheduler": scheduler.state_dict(),
@@ -751,8 +752,9 @@ def train_preference(cfg: PreferenceConfig, *, resume: bool = False, model=None,
 
     keys = ["loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
             "logps/chosen", "logps/rejected"]
-    last_train: dict[str, float] = {}
-    last_eval: dict[str, float] = {}
+    # a resumed run starts from the metrics its checkpoint recorded (finishing twice keeps them)
+    last_train: dict[str, float] = dict(state.get("train", {})) if start is not None else {}
+    last_eval: dict[str, float] = dict(state.get("eval", {})) if start is not None else {}
     t_start = time.perf_counter()
     while step < total_steps:
         t0 = time.perf_counter()

@@ -53,7 +53,7 @@ from pydantic import Field
 
 from prefrec.config import config_hash
 from prefrec.errors import ConfigError, DataError
-from prefrec.rundir import check_start, finished_summary, holds_run_dir, restore_newest
+from prefrec.rundir import check_resumed_step, check_start, finished_summary, holds_run_dir, restore_newest
 from prefrec.train.preference import (
     LMTrainConfig,
     TrainingError,
@@ -348,6 +348,7 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, model=None, tokenizer=Non
                                 "(dataset, limits, seed, max_length or tokenizer changed)", where=str(start),
                                 fix="resume with the original settings, or start a new run (another output_dir)")
         log.info("resumed from %s (step %d)", start, step)
+        check_resumed_step(step, total_steps)
         if step >= total_steps and (done := finished_summary(run_dir, step)) is not None:
             return TrainResult(run_dir=run_dir, steps=step, final_metrics=done["train"], eval_metrics=done.get("eval", {}))
     open_run_dir(cfg, run_dir, metrics_path, dist, step if start is not None else None)
@@ -370,7 +371,8 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, model=None, tokenizer=Non
                                               "optimizer": optimizer.state_dict(),
                                               "scheduler": scheduler.state_dict(),
                                               "rng": {"torch": torch.get_rng_state()}},
-                            {"data": data_fp, "config_hash": config_hash(cfg), "epoch": step / steps_per_epoch},
+                            {"data": data_fp, "config_hash": config_hash(cfg), "epoch": step / steps_per_epoch,
+                             "train": last_train, "eval": last_eval},
                             keep=cfg.save_total_limit)
         dist.barrier()
 
@@ -379,8 +381,9 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, model=None, tokenizer=Non
         order = _epoch_order(len(train_ex), cfg.seed, epoch, global_micro)
         return order[within * global_micro:(within + 1) * global_micro]
 
-    last_train: dict[str, float] = {}
-    last_eval: dict[str, float] = {}
+    # a resumed run starts from the metrics its checkpoint recorded (finishing twice keeps them)
+    last_train: dict[str, float] = dict(state.get("train", {})) if start is not None else {}
+    last_eval: dict[str, float] = dict(state.get("eval", {})) if start is not None else {}
     t_start = time.perf_counter()
     bar = tqdm(total=total_steps, initial=step, desc="sft", unit="step", dynamic_ncols=True,
                disable=not (dist.main and sys.stderr.isatty()))
