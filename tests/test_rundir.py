@@ -136,9 +136,10 @@ def test_refused_run_leaves_no_folder_and_temp_files_are_cleaned(cf, tmp_path, c
     assert cf() == 0
     (cf.folder / "checkpoints" / ".tmp-step-abc").mkdir()
     (cf.folder / ".config.yaml.x1.tmp").write_text("half")
+    (cf.folder / ".tmp-final-x").mkdir()
     assert cf("--resume") == 0
     assert not (cf.folder / "checkpoints" / ".tmp-step-abc").exists()
-    assert not (cf.folder / ".config.yaml.x1.tmp").exists()
+    assert not (cf.folder / ".config.yaml.x1.tmp").exists() and not (cf.folder / ".tmp-final-x").exists()
     assert not (cf.folder / rundir.LOCK).exists()
 
 

@@ -16,7 +16,7 @@ The rules:
   and the resume refused, except keys in :data:`SAFE_ON_RESUME` (e.g. more CF epochs: Adam
   has no schedule there; thread counts; logging). Trainers verify the data fingerprint.
 * **Resume falls back** to the newest checkpoint that loads (:func:`restore_newest`).
-* **Temp files of interrupted writes** (``.tmp-step-*`` folders, ``.<name>.*.tmp`` files) are
+* **Temp files of interrupted writes** (``.tmp-*`` folders, ``.<name>.*.tmp`` files) are
   removed when a run claims its folder; **a refused or failed-at-start run leaves no folder**.
 * **Names cannot leave output_dir** (:func:`check_name`, :func:`child`).
 """
@@ -235,13 +235,14 @@ def holds_run_dir(path_of: Callable[..., str | Path]) -> Callable[[Callable[...,
 
 
 def clean_temp(run: Path) -> list[Path]:
-    """Remove what interrupted atomic writes left (``.tmp-step-*`` folders, ``.<name>.*.tmp``)."""
+    """Remove what interrupted atomic writes left: ``.tmp-step-*`` (checkpoints), ``.tmp-final-*``
+    (the saved LM), ``.<name>.*.tmp`` (files written by :func:`prefrec.safeio.atomic_write_bytes`)."""
     gone = []
     for folder in (run, run / "checkpoints", run / "final", run / "eval"):
         if not folder.is_dir() or folder.is_symlink():
             continue
         for p in folder.iterdir():
-            if p.name.startswith(".tmp-step-") or (p.name.startswith(".") and p.name.endswith(".tmp")):
+            if p.name.startswith(".tmp-") or (p.name.startswith(".") and p.name.endswith(".tmp")):
                 if p.is_dir() and not p.is_symlink():
                     shutil.rmtree(p, ignore_errors=True)
                 else:
