@@ -14,7 +14,8 @@ The rules:
   the old run to a timestamped sibling ``<run>.old-<UTC time>``, never deletes it.
 * **--resume verifies the stored config**: every key that differs from ``config.yaml`` is listed
   and the resume refused, except keys in :data:`SAFE_ON_RESUME` (e.g. more CF epochs: Adam
-  has no schedule there; thread counts; logging). Trainers verify the data fingerprint.
+  has no schedule there; more LM steps, the LR schedule re-planned with a warning; thread
+  counts; logging). Trainers verify the data fingerprint.
 * **Resume falls back** to the newest checkpoint that loads (:func:`restore_newest`).
 * **Temp files of interrupted writes** (``.tmp-*`` folders, ``.<name>.*.tmp`` files) are
   removed when a run claims its folder; **a refused or failed-at-start run leaves no folder**.
