@@ -104,3 +104,31 @@ def test_fetch_places_folder_and_cli_download(server, tmp_path, capsys, monkeypa
 def test_fetch_dataset_without_url():
     with pytest.raises(DataError, match="no public download URL.*downloadable: ml-100k"):
         D.fetch_dataset("gowalla", data_dir="/nonexistent")
+
+
+def test_registered_downloads_pin_content_digests(server, tmp_path, capsys, monkeypatch):
+    """Every registered download pins sha256 digests; a mirror (--url) serving other bytes is refused
+    unless the caller pins that archive with --sha256."""
+    from prefrec.data.registry import DATASETS
+
+    assert all(s.remote.sha256 or s.remote.files for s in DATASETS.values() if s.remote is not None)
+    www, base = server
+    monkeypatch.setenv("PREFREC_DATA", str(tmp_path / "data"))
+    make_zip(www / "other.zip", {"ml-100k/u.data": U_DATA, "ml-100k/u.item": U_ITEM})
+    data = tmp_path / "data"
+    assert main(["data", "download", "ml-100k", "--data-dir", str(data), "--url", f"{base}/other.zip"]) == 2
+    err = capsys.readouterr().err
+    assert "differs from the pinned" in err and "u.data" in err and "Traceback" not in err
+    assert not (data / "ml-100k").exists()
+
+
+def test_extraction_is_limited(tmp_path, monkeypatch):
+    """A zip bomb stops at the limit (counted while writing), with nothing left behind."""
+    from prefrec import safeio
+
+    monkeypatch.setattr(safeio, "MAX_DECOMPRESSED", 1 << 20)
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("a/zeros", b"\0" * (3 << 20))
+    with pytest.raises(DataError, match="zip bomb"):
+        D.extract_zip(bomb, tmp_path / "x")

@@ -210,28 +210,59 @@ def test_epoch_end_cadence_evaluates_and_saves_every_epoch(tmp_path):
     assert sorted(p.name for p in (r.run_dir / "checkpoints").iterdir()) == [f"step-{s:08d}" for s in (2, 4, 6)]
 
 
-def test_resume_with_another_schedule_is_refused(tmp_path):
-    """A finished 2-step run resumed with max_steps=4 would replay a cosine curve planned for 2
-    steps (lr 0, then rising): refused, naming the key that changed."""
-    _sft(tmp_path, "sched", max_steps=2)
+def test_resume_with_another_number_of_processes_is_refused(tmp_path):
+    """A checkpoint of a 1-process run resumed by 2 processes would continue with another order of
+    examples (the global batch doubles): refused, naming what changed. (Config keys such as the
+    batch size are refused earlier by prefrec.rundir; the process count is not in the config.)"""
+    from prefrec.checkpoint import latest_checkpoint
+    from prefrec.models.lm import tiny_lm
+    from prefrec.train.engine import build_optimizer, plan_schedule, restore_checkpoint
+    from prefrec.train.preference import setup_training
+    from prefrec.train.sft import SFTConfig
+
+    _sft(tmp_path, "procs", max_steps=2)
+    cfg = SFTConfig(output_dir=str(tmp_path / "procs"), model="tiny", max_steps=2, per_device_train_batch_size=4,
+                    learning_rate=1e-2, warmup_ratio=0.0, lora_dropout=0.0)
+    model, _ = tiny_lm(seed=0, initializer_range=0.3)
+    model, params, _, _, _ = setup_training(model, cfg, 8, 1)
+    two = plan_schedule(cfg, 8, world=2)
+    optimizer, scheduler = build_optimizer(params, cfg, two.total_steps)
+    with pytest.raises(ConfigError, match="another training schedule") as e:
+        restore_checkpoint(latest_checkpoint(tmp_path / "procs" / "checkpoints"), params, optimizer, scheduler, two)
+    assert "processes: 1 -> 2" in str(e.value)
+
+
+def test_longer_resume_replans_and_shorter_is_refused(tmp_path):
+    """max_steps 2 -> 4 on resume continues (the schedule re-planned, a warning); 2 -> 1 is refused."""
     from prefrec.models.lm import tiny_lm
     from prefrec.train.sft import SFTConfig, train_sft
 
-    model, tok = tiny_lm(seed=0, initializer_range=0.3)
-    cfg = SFTConfig(output_dir=str(tmp_path / "sched"), model="tiny", max_steps=4, per_device_train_batch_size=4,
-                    learning_rate=1e-2, warmup_ratio=0.0, plots=False, lora_dropout=0.0, save_final_model=False)
-    with pytest.raises(ConfigError, match="another training schedule") as e:
-        train_sft(cfg, resume=True, model=model, tokenizer=tok, train_samples=_samples(8), eval_samples=_samples(4))
-    assert "total_steps: 2 -> 4" in str(e.value)
+    _sft(tmp_path, "longer", max_steps=2)
+
+    def resume(steps):
+        model, tok = tiny_lm(seed=0, initializer_range=0.3)
+        cfg = SFTConfig(output_dir=str(tmp_path / "longer"), model="tiny", max_steps=steps, per_device_train_batch_size=4,
+                        per_device_eval_batch_size=4, learning_rate=1e-2, warmup_ratio=0.0, plots=False,
+                        lora_dropout=0.0, save_final_model=False, threads=1)
+        return train_sft(cfg, resume=True, model=model, tokenizer=tok, train_samples=_samples(8),
+                         eval_samples=_samples(4))
+
+    with pytest.raises(ConfigError, match="after the 1 steps"):
+        resume(1)
+    assert resume(4).steps == 4
+    assert [r["step"] for r in _rows(tmp_path / "longer") if "loss" in r] == [1, 2, 3, 4]
 
 
 def test_a_fresh_run_into_a_used_folder_is_refused_before_any_work(tmp_path):
     from prefrec.train.engine import check_fresh_run
 
     _sft(tmp_path, "used", max_steps=1)
-    with pytest.raises(ConfigError, match="already holds checkpoints"):
-        check_fresh_run(tmp_path / "used", resume=False)
-    assert check_fresh_run(tmp_path / "used", resume=True).name == "step-00000001"
+    import yaml
+
+    stored = yaml.safe_load((tmp_path / "used" / "config.yaml").read_text())
+    with pytest.raises(ConfigError, match="already holds a run"):
+        check_fresh_run(tmp_path / "used", resume=False, config=stored)
+    assert check_fresh_run(tmp_path / "used", resume=True, config=stored).name == "step-00000001"
 
 
 def test_eta_format():

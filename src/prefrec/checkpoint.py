@@ -18,24 +18,9 @@ from typing import Any
 
 import torch
 
+from prefrec.safeio import atomic_write_bytes
+
 COMPLETE = "state.json"
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write bytes to ``path`` via a temp file in the same folder + fsync + rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

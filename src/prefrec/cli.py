@@ -45,6 +45,13 @@ def add_common(p: argparse.ArgumentParser, config: bool = True) -> None:
     p.add_argument("--data-dir", metavar="DIR", help="dataset folder (default: $PREFREC_DATA or ./data)")
 
 
+def add_overwrite(p: argparse.ArgumentParser) -> None:
+    """``--overwrite`` of the training commands (:func:`prefrec.rundir.move_aside`)."""
+    p.add_argument("--overwrite", action="store_true",
+                   help="move a previous run in the output folder aside (kept as <folder>.old-<time>) "
+                        "and start afresh, instead of refusing")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="prefrec",

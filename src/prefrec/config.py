@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from prefrec.errors import ConfigError
+from prefrec.safeio import yaml_load
 
 C = TypeVar("C", bound="Config")
 
@@ -76,7 +77,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key:
         raise ConfigError(f"override {text!r} has no key", where="command line", fix="write key=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = yaml_load(raw, f"override {text!r}") if raw.strip() else None
     except yaml.YAMLError:
         value = raw
     if isinstance(value, float) and raw.strip().lower() in {"nan", ".nan", "inf", ".inf"}:
@@ -105,13 +106,22 @@ def read_yaml(path: str | Path) -> dict:
     if not p.exists():
         raise ConfigError(f"config file {str(p)!r} does not exist", where="--config",
                           fix="check the path (relative paths are from the current directory)")
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} is a folder, not a file", where="--config",
+                          fix="give the path of a YAML file")
     try:
+        if p.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"the config file is over {MAX_CONFIG_BYTES >> 20} MiB", where=str(p),
+                              fix="a config is a short YAML file; check the path")
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise ConfigError("the config file is not UTF-8 text", where=str(p),
                           fix="save it as UTF-8 YAML") from e
+    except OSError as e:
+        raise ConfigError(f"cannot read the config file ({e.strerror or e})", where=str(p),
+                          fix="check the file's permissions") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml_load(text, str(p))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         loc = f"{p}, line {mark.line + 1}" if mark is not None else str(p)
@@ -123,6 +133,24 @@ def read_yaml(path: str | Path) -> dict:
         raise ConfigError("the config file must be a YAML mapping (key: value lines)", where=str(p),
                           fix="start the file with top-level keys such as 'dataset:'")
     return data
+
+
+MAX_CONFIG_BYTES = 16 << 20
+SEED_MAX = 2**32 - 1
+"""Seeds are 0..2**32-1: numpy's seeding range (torch takes more, numpy does not)."""
+
+
+def check_seeds(data: Any, source: str, prefix: str = "") -> None:
+    """Every ``seed`` / ``*_seed`` value must be an integer in 0..2**32-1 (``seed=-1`` and
+    ``seed=2**70`` used to fail deep inside numpy/torch with a traceback)."""
+    if isinstance(data, dict):
+        for k, v in data.items():
+            key = f"{prefix}{k}"
+            if (str(k) == "seed" or str(k).endswith("_seed")) and isinstance(v, int) and not isinstance(v, bool) \
+                    and not 0 <= v <= SEED_MAX:
+                raise ConfigError(f"{key} = {v} is outside 0..{SEED_MAX}", where=source,
+                                  fix=f"set {key} to a non-negative integer below 2**32")
+            check_seeds(v, source, f"{key}.")
 
 
 def load_config(cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None,
@@ -140,6 +168,7 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: list[st
         _set_path(probe, keys, value)
         _check_keys(cls, probe, "", f"override {text!r}")
         _set_path(data, keys, value)
+    check_seeds(data, source)
     try:
         return cls.model_validate(data)
     except ValidationError as e:
@@ -159,7 +188,9 @@ def _deep_update(dst: dict, src: dict) -> None:
 
 def dump_config(cfg: BaseModel, path: str | Path) -> None:
     """Write the resolved config as YAML (the file a run can be repeated from)."""
-    Path(path).write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
+    from prefrec.checkpoint import atomic_write_text  # a kill never leaves a torn config.yaml
+
+    atomic_write_text(path, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
 
 
 def config_hash(cfg: BaseModel | dict, n: int = 12) -> str:

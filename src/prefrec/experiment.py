@@ -229,12 +229,16 @@ def _check_dataset_name(name: str, key: str) -> None:
 
 
 def run_label(exp: Experiment, backbone: str, label: str) -> str:
+    from prefrec.rundir import check_name
+
     assert exp.cf is not None
-    return label if len(exp.cf.backbones) == 1 else f"{backbone}-{label}"
+    return check_name(label if len(exp.cf.backbones) == 1 else f"{backbone}-{label}", "cf.losses")
 
 
 def study_dir(exp: Experiment) -> Path:
-    return Path(exp.output_dir) / exp.name
+    from prefrec.rundir import child
+
+    return child(exp.output_dir, exp.name, "name")
 
 
 def _stage_key(kind: str, cfg: Any, upstream: list[str], options: dict[str, Any] | None = None) -> str:
@@ -334,7 +338,10 @@ def _plan_lm(exp: Experiment, root: Path) -> list[Stage]:
     sft_dir = root / "sft"
     sft = _lm_stage_config(SFTConfig, dict(lm.sft), exp, "lm.sft", model=lm.model, output_dir=str(sft_dir))
     stages.append(Stage(label="sft", kind="sft", config=sft, run_dir=sft_dir, runner=_run_lm_training, options=ev))
+    from prefrec.rundir import check_name
+
     for label, data in lm.preference.items():
+        check_name(str(label), "lm.preference")
         if label in ("sft", "lm-base"):
             raise ConfigError(f"preference label {label!r} clashes with a built-in stage", where="lm.preference",
                               fix="name it e.g. sdpo, dpo, sdpo-k7")
@@ -437,12 +444,11 @@ def _archive_stale(stage: Stage) -> None:
         old = "old"
     if old == stage.key:
         return
-    target = d.with_name(f"{d.name}@{old}")
-    n = 1
-    while target.exists():
-        target = d.with_name(f"{d.name}@{old}.{n}")
-        n += 1
-    d.rename(target)
+    if not (isinstance(old, str) and old.isalnum()):  # a hand-edited stage.json cannot steer the rename
+        old = "old"
+    from prefrec.rundir import move_aside
+
+    target = move_aside(d, f"@{old}")
     log.info("config of stage %s changed; previous output kept in %s", stage.label, target)
 
 
@@ -458,8 +464,6 @@ def _write_stage_file(stage: Stage, status: str, **extra: Any) -> None:
 def run_experiment(exp: Experiment, *, force: bool = False, only: list[str] | None = None,
                    study_text: str | None = None, echo: Callable[[str], None] | None = None) -> StudyResult:
     """Run every stage that is not already done (same key), then write ``report.md``."""
-    from prefrec.report import write_report
-
     echo = echo or (lambda s: print(s, file=sys.stderr))
     if exp.data_dir:
         os.environ["PREFREC_DATA"] = exp.data_dir
@@ -473,8 +477,18 @@ def run_experiment(exp: Experiment, *, force: bool = False, only: list[str] | No
             raise ConfigError(f"no stage named {unknown[0]!r}", where="--only",
                               fix=(f"did you mean {close[0]!r}? " if close else "")
                               + "stages: " + ", ".join(s.label for s in stages))
+    from prefrec.rundir import claim
+
+    with claim(study_dir(exp), remove_unused=False):  # one `prefrec run` per study folder at a time
+        return _run_stages(exp, stages, force, only, study_text, echo)
+
+
+def _run_stages(exp: Experiment, stages: list[Stage], force: bool, only: list[str] | None,
+                study_text: str | None, echo: Callable[[str], None]) -> StudyResult:
+    from prefrec.report import write_report
+    from prefrec.rundir import holds_run, move_aside
+
     root = study_dir(exp)
-    root.mkdir(parents=True, exist_ok=True)
     if study_text is not None:
         (root / "experiment.yaml").write_text(study_text, encoding="utf-8")
     t0 = time.time()
@@ -493,6 +507,8 @@ def run_experiment(exp: Experiment, *, force: bool = False, only: list[str] | No
             del missing
             continue
         _archive_stale(stage)
+        if force and holds_run(stage.run_dir):  # --force: a fresh run, the old one kept aside
+            move_aside(stage.run_dir)
         resume = (stage.run_dir / STAGE_FILE).exists() and not force
         _write_stage_file(stage, "running")
         echo(f"{head}: {'resuming' if resume else 'running'} -> {stage.run_dir}")

@@ -200,7 +200,7 @@ def _check_hyper(name: str, hyper: dict) -> None:
                               + (f"{name} takes {', '.join(sorted(allowed))}" if allowed else f"{name} takes none"))
     for key in ("tau", "tau1", "tau2"):
         if key in hyper and hyper[key] is not None and not hyper[key] > 0:
-            raise ConfigError(f"temperature {key}={hyper[key]} must be > 0", where=f"loss {name!r}",
+            raise ConfigError(f"temperature {key}={hyper[key]} must be > 0", where=f"loss.{key} (loss {name!r})",
                               fix="use a small positive value such as 0.05")
     for key in ("neg_weight", "lr_adv", "kappa"):
         if key in hyper and not (isinstance(hyper[key], (int, float)) and math.isfinite(hyper[key])

@@ -58,22 +58,10 @@ class RunRecord:
 
 # ----------------------------------------------------------------------------- reading
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    text = path.read_text(encoding="utf-8", errors="replace")
-    lines = text.splitlines()
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            if n == len(lines):  # a run killed mid-write leaves a torn last line: skip it
-                continue
-            raise DataError("line is not valid JSON", where=f"{path}, line {n}",
-                            fix="remove or repair that line (metrics.jsonl holds one JSON object per line)") from None
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
+    """Rows of a metrics log (a torn last line is skipped): :func:`prefrec.rundir.read_jsonl`."""
+    from prefrec.rundir import read_jsonl
+
+    return read_jsonl(path)
 
 
 def _flat_numbers(d: dict[str, Any], prefix: str = "") -> dict[str, float]:

@@ -23,7 +23,7 @@ With ``model.norm: false`` the scores are raw dot products (for BPR, as the pape
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -38,14 +38,14 @@ class CFData(Config):
     (the peer's IID protocol; we also use it for OOD, where the peer validates on test).
     ``test``: select on the test set (the peer's OOD ``--no_valid``; optimistic, never tune on it).
     ``none``: keep the last epoch."""
-    valid_fraction: float = 0.1
-    test_fraction: float = 0.2
+    valid_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     """Raw datasets without a predefined split (ml-100k): per-user random test fraction."""
     split_seed: int | None = None
     """Seed of the holdout/test/noise splits; None uses the run seed."""
     noise_p: float = Field(0.0, ge=0.0, lt=1.0)
     """False-negative setting: probability that a negative slot is one of the user's false negatives."""
-    noise_fraction: float = 0.1
+    noise_fraction: float = Field(0.1, gt=0.0, le=1.0)
     """Share of each user's training items turned into false negatives when noise_p > 0."""
     denominator: Literal["all", "with_truth"] = "all"
     """Average metrics over all users (the peer) or only users with ground truth."""
@@ -53,7 +53,7 @@ class CFData(Config):
 
 class CFModel(Config):
     name: Literal["mf", "lightgcn", "xsimgcl"] = "mf"
-    dim: int = Field(64, ge=1)
+    dim: int = Field(64, ge=1, le=16384)
     layers: int | None = Field(None, ge=0)
     """Propagation layers; None = the paper's: LightGCN 2, XSimGCL 3."""
     norm: bool = True
@@ -113,8 +113,8 @@ class CFLoss(Config):
 class CFTrain(Config):
     epochs: int = Field(200, ge=0)
     batch_size: int = Field(1024, ge=1)
-    lr: float = Field(0.1, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
+    lr: float = Field(0.1, gt=0, allow_inf_nan=False)
+    weight_decay: float = Field(0.0, ge=0, allow_inf_nan=False)
     """Adam's coupled L2 (torch.optim.Adam weight_decay), on the full tables."""
     negatives: int = Field(1000, ge=1)
     negative_mode: Literal["per_row", "shared"] = "per_row"
@@ -122,7 +122,7 @@ class CFTrain(Config):
     eval_every: int = Field(5, ge=1)
     patience: int = Field(0, ge=0)
     """Stop after this many validations without improvement; 0 = off (the paper's protocol)."""
-    ks: list[int] = [5, 10, 20, 50]
+    ks: list[Annotated[int, Field(ge=1)]] = Field([5, 10, 20, 50], min_length=1)
     select_metric: str = "NDCG@20"
     eval_chunk: int = Field(1024, ge=1)
     checkpoint_every: int = Field(1, ge=1)

@@ -89,6 +89,8 @@ def register(sub) -> None:
     p.add_argument("--limit", type=int, metavar="N",
                    help="evaluate on the same N cases as `prefrec evaluate-lm --limit N` (same --seed)")
     p.add_argument("--run-dir", metavar="DIR", help="output folder (default runs/baseline-<dataset>-<model>[-<loss>]-s<seed>)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="move a previous SASRec run in the folder aside (<folder>.old-<time>) instead of refusing")
     add_common(p)
     p.set_defaults(func=run)
 
@@ -139,6 +141,10 @@ def run(args: argparse.Namespace) -> int:
         if v is not None:
             overrides.append(f"{key}={v}")
     cfg = load_config(BaselineConfig, args.config, overrides)
+    if getattr(args, "overwrite", False):
+        from prefrec.rundir import move_aside
+
+        move_aside(baseline_dir(cfg))
     res = run_baseline(cfg, data_dir=getattr(args, "data_dir", None))
     out = Path(res["run_dir"])
     dump_config(cfg, out / "config.yaml")
@@ -152,8 +158,32 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def baseline_dir(cfg: BaselineConfig) -> Path:
+    """``run_dir``, else ``runs/baseline-<dataset>-<model>[-<loss>]-s<seed>[-n<limit>]``."""
+    from prefrec.rundir import child
+
+    name = f"baseline-{DATASETS.get(cfg.dataset, cfg.dataset)}-{cfg.model}" \
+        + (f"-{cfg.loss.name}" if cfg.model == "sasrec" else "") \
+        + f"-s{cfg.seed}" + (f"-n{cfg.eval_limit}" if cfg.eval_limit is not None else "")
+    return Path(cfg.run_dir) if cfg.run_dir else child("runs", name, "dataset")
+
+
 def run_baseline(cfg: BaselineConfig, data_dir: str | None = None) -> dict:
-    """Run one baseline end to end; writes ``results.json`` (+ ``metrics.jsonl``/checkpoints for SASRec)."""
+    """Run one baseline end to end; writes ``results.json`` (+ ``metrics.jsonl``/checkpoints for SASRec).
+
+    The folder is held by this process for the run (:mod:`prefrec.rundir`). SASRec refuses a
+    folder holding another run (``--overwrite`` moves it aside); random/popularity results are
+    deterministic and simply rewritten."""
+    from prefrec.rundir import check_start, claim
+
+    out = baseline_dir(cfg)
+    with claim(out, key="run_dir"):
+        if cfg.model == "sasrec":
+            check_start(out, cfg.model_dump(mode="json"), resume=False, kind="sasrec")
+        return _run_baseline(cfg, out, data_dir)
+
+
+def _run_baseline(cfg: BaselineConfig, out: Path, data_dir: str | None) -> dict:
     import torch
 
     from prefrec.train.sequential import (PopularityRanker, RandomRanker, SequentialTrainConfig, evaluate_ranker,
@@ -166,10 +196,6 @@ def run_baseline(cfg: BaselineConfig, data_dir: str | None = None) -> dict:
     train, val, test = splits["train"], splits["val"], splits["test"]
     counts = item_counts(train, n_items)
     label = cfg.model if cfg.model != "sasrec" else f"SASRec-{cfg.loss.name.upper()}"
-    name = f"baseline-{DATASETS[cfg.dataset]}-{cfg.model}" + (f"-{cfg.loss.name}" if cfg.model == "sasrec" else "") \
-        + f"-s{cfg.seed}" + (f"-n{cfg.eval_limit}" if cfg.eval_limit is not None else "")
-    out = Path(cfg.run_dir or Path("runs") / name)
-    out.mkdir(parents=True, exist_ok=True)
     info: dict = {}
     t1 = time.perf_counter()
     if cfg.model == "random":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from prefrec.cli import add_common
+from prefrec.cli import add_common, add_overwrite
 
 HELP = """\
 Train one config once per loss label and print one table of test metrics.
@@ -28,6 +28,7 @@ def register(sub) -> None:
     p.add_argument("--losses", nargs="+", required=True, metavar="LABEL",
                    help="loss labels: bpr sl sl_paper bsl psl psl-tanh psl-atan psl-relu advinfonce llpauc "
                         "or preset names")
+    add_overwrite(p)
     p.add_argument("--resume", action="store_true", help="resume each run from its checkpoints")
     p.set_defaults(func=run)
 
@@ -48,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from prefrec.commands.train_cf import format_table
     from prefrec.config import load_config
     from prefrec.errors import ConfigError
+    from prefrec.rundir import child, overwrite_if_asked
     from prefrec.train.cf import train_cf
 
     # `--losses a b key=value` : argparse hands trailing overrides to --losses; split them off.
@@ -61,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
     for label in labels:  # validate every config before training any
         over = label_overrides(label, base.presets) + [f"name={base.name}-{label}"] + overrides
         cfgs[label] = load_config(CFConfig, args.config, over)
+        child(base.output_dir, cfgs[label].name, "--losses")  # a label cannot leave output_dir
     for label, cfg in cfgs.items():
+        overwrite_if_asked(args, child(cfg.output_dir, cfg.name, "name"))
         results[label] = train_cf(cfg, data_dir=args.data_dir, resume=args.resume)
     table = format_table(results, base.train.ks)
     print(table)

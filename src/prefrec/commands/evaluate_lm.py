@@ -150,9 +150,9 @@ def run(args: argparse.Namespace) -> int:
         if pop:
             for mode, rep in pop.items():
                 res[mode]["popularity"] = rep
-            tmp = out / "metrics.json.tmp"
-            tmp.write_text(json.dumps(res, indent=1))
-            tmp.replace(out / "metrics.json")
+            from prefrec.safeio import atomic_write_bytes  # unique temp name, never follows a planted symlink
+
+            atomic_write_bytes(out / "metrics.json", json.dumps(res, indent=1).encode("utf-8"))
     for mode in ("generate", "rank"):
         if mode in res:
             m = res[mode]

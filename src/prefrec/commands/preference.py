@@ -113,13 +113,14 @@ examples:
 
 
 def register(sub) -> None:
-    from prefrec.cli import add_common
+    from prefrec.cli import add_common, add_overwrite
 
     for cmd, spec in COMMANDS.items():
         p = sub.add_parser(cmd, help=spec["help"],
                            description=spec["what"] + COMMON_TAIL.format(cmd=cmd) + "\n" + spec["examples"],
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         add_common(p)
+        add_overwrite(p)
         p.add_argument("--resume", action="store_true",
                        help="continue from <output_dir>/checkpoints (same config and reference)")
         p.set_defaults(func=run, preference_command=cmd)
@@ -146,9 +147,11 @@ def load_command_config(cmd: str, path: str | None, overrides: list[str] | None)
 
 
 def run(args: argparse.Namespace) -> int:
+    from prefrec.rundir import overwrite_if_asked
     from prefrec.train.preference import train_preference
 
     cfg = load_command_config(args.preference_command, args.config, args.overrides)
+    overwrite_if_asked(args, cfg.output_dir)
     result = train_preference(cfg, resume=args.resume)
     from accelerate.state import PartialState
 

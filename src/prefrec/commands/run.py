@@ -24,7 +24,8 @@ def register(sub) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="overrides of the study file, dotted (e.g. cf.base.train.epochs=5 name=try2)")
     p.add_argument("--data-dir", metavar="DIR", help="dataset folder (default: $PREFREC_DATA or ./data)")
-    p.add_argument("--force", action="store_true", help="re-run stages even when their output exists")
+    p.add_argument("--force", action="store_true",
+                   help="re-run stages even when their output exists (the old stage folder is kept as <label>.old-<time>)")
     p.add_argument("--only", nargs="+", metavar="STAGE", help="run only these stages (by label)")
     p.add_argument("--dry-run", action="store_true", help="print the stages, their keys and status; run nothing")
     p.add_argument("--tensorboard", action="store_true", help="also export TensorBoard scalars (needs tensorboard)")

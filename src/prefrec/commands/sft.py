@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from prefrec.cli import add_common
+from prefrec.cli import add_common, add_overwrite
 
 HELP = """\
 Fine-tune a causal LM (SmolLM2-135M by default, LoRA on the seven projections) to name the next
@@ -31,17 +31,20 @@ def register(sub) -> None:
     p = sub.add_parser("sft", help="supervised fine-tuning of an LM recommender (answer-token loss)",
                        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common(p)
+    add_overwrite(p)
     p.add_argument("--resume", action="store_true", help="continue from <output_dir>/checkpoints if present")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from prefrec.rundir import overwrite_if_asked
     from prefrec.config import load_config
     from prefrec.train.sft import SFTConfig, train_sft
 
     cfg = load_config(SFTConfig, args.config, args.overrides)
     if args.data_dir and cfg.data_dir is None:
         cfg.data_dir = args.data_dir
+    overwrite_if_asked(args, cfg.output_dir)
     result = train_sft(cfg, resume=args.resume)
     from accelerate.state import PartialState
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from prefrec.cli import add_common
+from prefrec.cli import add_common, add_overwrite
 
 HELP = """\
 Train MF, LightGCN or XSimGCL (model.name) with BPR / SL / BSL / PSL / AdvInfoNCE / LLPAUC
@@ -26,16 +26,20 @@ def register(sub) -> None:
     p = sub.add_parser("train-cf", help="train MF/LightGCN/XSimGCL with a ranking loss (BPR, SL, BSL, PSL, ...)",
                        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common(p)
-    p.add_argument("--resume", action="store_true", help="continue from runs/<name>/checkpoints if present")
+    add_overwrite(p)
+    p.add_argument("--resume", action="store_true", help="continue from runs/<name>/checkpoints if present (the stored config must match, "
+                   "except keys documented safe to change, e.g. train.epochs)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from prefrec.rundir import child, overwrite_if_asked
     from prefrec.cf.config import CFConfig
     from prefrec.config import load_config
     from prefrec.train.cf import train_cf
 
     cfg = load_config(CFConfig, args.config, args.overrides)
+    overwrite_if_asked(args, child(cfg.output_dir, cfg.name, "name"))
     result = train_cf(cfg, data_dir=args.data_dir, resume=args.resume)
     print(format_table({cfg.name: result}, cfg.train.ks))
     print(f"\nrun directory: {result['run_dir']}")

@@ -5,10 +5,12 @@ place only after its checksum matched; an archive is extracted into a temporary 
 renamed into place only if every member name is safe (no absolute paths, no ``..``, no links).
 So an interrupted or tampered download never leaves a half-written dataset behind.
 
-Pinning a checksum: the registry entry's ``sha256`` is optional because the upstream archive's
-digest is not recorded here (e.g. MovieLens-100K). Pass ``--sha256 <hex>`` to
-``prefrec data download`` (or ``sha256=`` to :func:`fetch_dataset`) to make a mismatch an error;
-without it the computed digest is printed so you can pin it next time.
+Pinned checksums: every registered download pins the sha256 of the files it must hold
+(``Remote.files``, e.g. MovieLens-100K's ``u.data`` and ``u.item``, computed from the shared copy
+whose bytes match GroupLens'), checked after extraction; the archive's own digest is pinned where
+known (``Remote.sha256``; not for MovieLens-100K: the zip itself was not available here to hash).
+``--sha256 <hex>`` adds an archive digest check per call. Extraction is limited to
+:data:`prefrec.safeio.MAX_DECOMPRESSED` bytes per archive (zip bombs), counted while writing.
 """
 
 from __future__ import annotations
@@ -21,11 +23,11 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from prefrec.errors import DataError
+from prefrec.safeio import copy_member
 
 CHUNK = 1 << 20
 MAX_BYTES = 4 << 30
@@ -39,6 +41,9 @@ class Remote:
     url: str
     folder: str
     sha256: str | None = None
+    files: tuple[tuple[str, str], ...] = ()
+    """(path inside ``folder``, sha256) of files the archive must hold: pinned content digests,
+    checked after extraction, for archives whose own digest is not recorded here."""
 
 
 def sha256_file(path: str | Path) -> str:
@@ -114,12 +119,11 @@ def _safe_member(name: str) -> PurePosixPath | None:
 
 def extract_zip(archive: str | Path, dest: str | Path) -> list[Path]:
     """Extract ``archive`` into ``dest`` (created), refusing unsafe member names and symlinks."""
+    from prefrec import safeio
+
     archive, dest = Path(archive), Path(dest)
-    try:
-        zf = zipfile.ZipFile(archive)
-    except zipfile.BadZipFile:
-        raise DataError("not a zip archive (truncated or corrupt)", where=str(archive),
-                        fix="download it again") from None
+    zf = safeio.open_zip(archive, fix="download it again")
+    budget = [safeio.MAX_DECOMPRESSED]  # the whole archive may extract to at most this many bytes
     out = []
     with zf:
         for info in zf.infolist():
@@ -127,6 +131,9 @@ def extract_zip(archive: str | Path, dest: str | Path) -> list[Path]:
             if rel is None:
                 raise DataError(f"archive member {info.filename!r} would be written outside the target folder",
                                 where=str(archive), fix="do not use this archive; fetch it from the official URL")
+            if not info.is_dir() and rel.parts and dest.joinpath(*rel.parts).exists():
+                raise DataError(f"archive member {info.filename!r} exists already", where=str(archive),
+                                fix="extract into an empty folder")
             if stat.S_ISLNK(info.external_attr >> 16):
                 raise DataError(f"archive member {info.filename!r} is a symbolic link", where=str(archive),
                                 fix="do not use this archive; fetch it from the official URL")
@@ -137,10 +144,22 @@ def extract_zip(archive: str | Path, dest: str | Path) -> list[Path]:
                 target.mkdir(parents=True, exist_ok=True)
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as src, open(target, "wb") as dst:
-                shutil.copyfileobj(src, dst, CHUNK)
+            with open(target, "xb") as dst:  # "x": a member written twice, or a planted file, is refused
+                copy_member(zf, info, dst, str(archive), budget)
             out.append(target)
     return out
+
+
+def verify_files(folder: Path, files: tuple[tuple[str, str], ...], source: str) -> None:
+    """Each pinned ``(relative path, sha256)`` must be present with that digest."""
+    for rel, digest in files:
+        p = folder / rel
+        if not p.is_file():
+            raise DataError(f"the archive lacks {rel}", where=source, fix="check the URL points at the official archive")
+        got = sha256_file(p)
+        if got != digest:
+            raise DataError(f"{rel}: sha256 {got} differs from the pinned {digest}", where=source,
+                            fix="the archive's content changed or is corrupt; fetch it from the official URL")
 
 
 def fetch(remote: Remote, data_dir: str | Path, sha256: str | None = None, force: bool = False,
@@ -163,6 +182,7 @@ def fetch(remote: Remote, data_dir: str | Path, sha256: str | None = None, force
         archive.unlink()
         inner = work / "x" / remote.folder
         src = inner if inner.is_dir() else work / "x"
+        verify_files(src, remote.files, remote.url)
         if target.exists():
             shutil.rmtree(target)
         os.replace(src, target)
@@ -187,4 +207,6 @@ def fetch_dataset(name: str, data_dir: str | Path | None = None, sha256: str | N
         raise DataError(f"{name!r} has no public download URL", where="dataset",
                         fix=f"copy it into the data folder by hand; downloadable: {', '.join(with_url) or 'none'}")
     remote = spec.remote if url is None else replace(spec.remote, url=url)
+    if url is not None and sha256 is not None:  # the caller pins their own archive (another release)
+        remote = replace(remote, files=())
     return fetch(remote, resolve_data_dir(data_dir), sha256=sha256, force=force, timeout=timeout)

@@ -27,11 +27,17 @@ SEPARATORS = ("\t", ",", ";", "|", "::", " ")
 _SEP_NAMES = {"\t": "tab", ",": "','", ";": "';'", "|": "'|'", "::": "'::'", " ": "space"}
 
 
+def _short(v: object, n: int = 60) -> str:
+    """``repr`` of a value for a message, cut to ``n`` characters (a 5 MB field gives a short error)."""
+    r = repr(v)
+    return r if len(r) <= n else f"{r[:n]}... ({len(r):,} characters)"
+
+
 def _int_field(value: str, path: object, line: int, column: str, fix: str) -> int:
     try:
         return int(value)
     except ValueError:
-        raise DataError(f"{column} {value!r} is not an integer", where=where(path, line, column),
+        raise DataError(f"{column} {_short(value)} is not an integer", where=where(path, line, column),
                         fix=fix) from None
 
 
@@ -45,16 +51,10 @@ def _decode(raw: bytes, path: object, encoding: str) -> str:
 
 
 def _read_bytes(path: Path, what: str, fix: str) -> bytes:
-    if not path.exists():
-        raise DataError(f"{what} not found", where=str(path), fix=fix)
-    raw = path.read_bytes()
-    if path.suffix == ".gz":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError):
-            raise DataError("not a valid gzip file (truncated or corrupt)", where=str(path),
-                            fix="restore the file or fetch it again") from None
-    return raw
+    """Whole file (``.gz`` decompressed) within the limits of :mod:`prefrec.safeio`."""
+    from prefrec.safeio import read_file
+
+    return read_file(path, what, fix)
 
 
 # ----------------------------------------------------------------------------- delimited tables
@@ -122,8 +122,9 @@ class _Table:
         for r, v in enumerate(vals):
             try:
                 out[r] = py(v)
-            except (TypeError, ValueError):
-                raise DataError(f"{col} {v!r} is not {what}", where=where(self.loc, self.line_of(r), col),
+            except (TypeError, ValueError, OverflowError):
+                big = isinstance(v, str) and v.strip().lstrip("+-").isdigit()
+                raise DataError(f"{col} {_short(v)} is not {what}" + (" (too large for a 64-bit integer)" if big else ""), where=where(self.loc, self.line_of(r), col),
                                 fix=fix) from None
         return out
 
@@ -173,6 +174,10 @@ def _parse_table(raw: bytes, loc: str, *, sep: str | None, required: Sequence[st
     else:
         sep = sep or "\t"
         columns = list(header)
+    dup = sorted({c for c in columns if columns.count(c) > 1})
+    if dup:
+        raise DataError(f"the header names column {dup[0]!r} twice", where=where(loc, 1),
+                        fix="give every column a distinct name")
     missing = [c for c in required if c not in columns]
     others = [s for s in SEPARATORS if s != sep and s != " " and s in first]
     if missing or (len(columns) == 1 and others and header is None):
@@ -245,7 +250,7 @@ def read_ml100k(folder: str | Path) -> Dataset:
             raise DataError(f"MovieLens-100K file {p.name} not found", where=str(p),
                             fix="point --data-dir at the folder holding ml-100k/ (u.data, u.item)")
     cols = ("user", "item", "rating", "timestamp")
-    t = _parse_table(data_path.read_bytes(), str(data_path), sep="\t", encoding="ascii", header=cols,
+    t = _parse_table(_read_bytes(data_path, "u.data", "restore u.data"), str(data_path), sep="\t", encoding="ascii", header=cols,
                      fix="u.data must be tab-separated: user, item, rating, timestamp; restore u.data")
     fix = "ids, ratings and timestamps in u.data are integers"
     arr = np.stack([t.ints(c, fix) for c in cols], axis=1)
@@ -261,6 +266,7 @@ def read_ml100k(folder: str | Path) -> Dataset:
         raise DataError(f"item {arr[r, 1]} is not in u.item ({n_items} movies)", where=where(data_path, t.line_of(r)),
                         fix="use the u.item that belongs to this u.data")
     n_users = int(arr[:, 0].max())
+    _check_dense_ids(arr[:, 0], data_path, t, "user")
     inter = Interactions(user=arr[:, 0] - 1, item=arr[:, 1] - 1, n_users=n_users, n_items=n_items,
                          timestamp=arr[:, 3], rating=arr[:, 2],
                          user_ids=np.arange(1, n_users + 1).astype(str),
@@ -269,8 +275,29 @@ def read_ml100k(folder: str | Path) -> Dataset:
     return Dataset(name="ml-100k", interactions=inter, catalog=catalog)
 
 
+SPARSE_IDS_ENV = "PREFREC_ALLOW_SPARSE_IDS"
+"""Set to 1 to accept raw integer ids far above the number of distinct ids (see _check_dense_ids)."""
+
+
+def _check_dense_ids(ids: np.ndarray, path: Path, t: "_Table", what: str) -> None:
+    """Readers that index by raw integer id (``id - 1``) create one row per id up to the largest:
+    one stray id of 3,000,000 would add millions of phantom users (every metric 0, training
+    12x slower). Rule: the largest id may be at most 2 x (distinct ids) + 1000, else an error
+    naming the line, unless ``PREFREC_ALLOW_SPARSE_IDS=1``."""
+    import os
+
+    top = int(ids.max())
+    distinct = len(np.unique(ids))
+    if top <= 2 * distinct + 1000 or os.environ.get(SPARSE_IDS_ENV) == "1":
+        return
+    r = int(np.argmax(ids))
+    raise DataError(f"{what} id {top} is far outside the other ids ({distinct} distinct {what}s): it would "
+                    f"create {top - distinct:,} {what}s without interactions", where=where(path, t.line_of(r)),
+                    fix=f"check that line; set {SPARSE_IDS_ENV}=1 if such sparse ids are intended")
+
+
 def _read_ml100k_items(path: Path) -> tuple[list[str], list[list[str]]]:
-    raw = path.read_bytes()
+    raw = _read_bytes(path, "u.item", "restore u.item")
     try:
         raw.decode("utf-8")
         # Valid UTF-8 with non-ASCII bytes means someone re-encoded the file; latin-1 would garble it.
@@ -311,13 +338,11 @@ def read_irbench_zip(path: str | Path, name: str | None = None) -> Dataset:
     if not path.exists():
         raise DataError("IR-Benchmark archive not found", where=str(path),
                         fix="point --data-dir at the folder holding ir-benchmark/{iid,ood}/<name>/proc.zip")
-    try:
-        zf = zipfile.ZipFile(path)
-    except zipfile.BadZipFile:
-        raise DataError("not a zip archive (truncated or corrupt)", where=str(path),
-                        fix="download the archive again and check its sha256") from None
+    from prefrec.safeio import open_zip, read_member, zip_members
+
+    zf = open_zip(path)
     with zf:
-        names = {Path(n).name: n for n in zf.namelist() if not n.endswith("/")}
+        names = zip_members(zf, str(path))
         for n in zf.namelist():
             if n.startswith("/") or ".." in Path(n).parts:
                 raise DataError(f"archive member {n!r} has an unsafe path", where=str(path),
@@ -328,7 +353,7 @@ def read_irbench_zip(path: str | Path, name: str | None = None) -> Dataset:
                             fix="an IR-Benchmark proc.zip holds train.tsv, test.tsv, user_list.tsv, item_list.tsv")
 
         def table(fname: str) -> _Table:
-            t = _parse_table(zf.read(names[fname]), f"{path}:{fname}", sep="\t", fix=_IRB_FIX)
+            t = _parse_table(read_member(zf, names[fname], str(path)), f"{path}:{fname}", sep="\t", fix=_IRB_FIX)
             if len(t.columns) != 2:
                 raise DataError(f"expected 2 tab-separated columns, found {len(t.columns)}",
                                 where=where(t.loc, 1), fix=_IRB_FIX)
@@ -556,19 +581,16 @@ def _jsonl_rows(path: Path) -> list[tuple[int, Any]]:
     numbered = [(n, line) for n, line in enumerate(text.split("\n"), 1) if line.strip()]
     if not numbered:
         raise DataError("no rows", where=str(path), fix="the file is empty; restore it")
+    from prefrec.safeio import check_depth, json_loads
+
     try:  # one C-level parse for the whole file; per-line only to locate an error
         objs = json.loads("[" + ",".join(line for _, line in numbered) + "]")
         if len(objs) == len(numbered):
+            check_depth(objs, str(path), DataError, "one flat JSON object per line")
             return [(n, o) for (n, _), o in zip(numbered, objs)]
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         pass
-    out = []
-    for n, line in numbered:
-        try:
-            out.append((n, json.loads(line)))
-        except json.JSONDecodeError as e:
-            raise DataError(f"invalid JSON ({e.msg})", where=where(path, n), fix="one JSON object per line") from None
-    return out
+    return [(n, json_loads(line, where(path, n), "one JSON object per line")) for n, line in numbered]
 
 
 def _llara_item(v: Any, path: Path, n: int, col: str, n_items: int) -> tuple[int, float | None]:
@@ -579,7 +601,7 @@ def _llara_item(v: Any, path: Path, n: int, col: str, n_items: int) -> tuple[int
         if not isinstance(rating, (int, float)) or not np.isfinite(rating):
             raise DataError(f"{col} rating {rating!r} is not a finite number", where=where(path, n, col), fix=LLARA_FIX)
     if isinstance(v, bool) or not isinstance(v, int):
-        raise DataError(f"{col} item {v!r} is not an integer id", where=where(path, n, col), fix=LLARA_FIX)
+        raise DataError(f"{col} item {_short(v)} is not an integer id", where=where(path, n, col), fix=LLARA_FIX)
     if not 0 <= v < n_items:
         raise DataError(f"{col} item {v} is not in the catalog (ids 0..{n_items - 1})", where=where(path, n, col),
                         fix="use the id2name/u.item catalog that belongs to these sequences")
@@ -688,6 +710,8 @@ def _json_records(path: Path) -> list[tuple[int, Any]]:
         raise DataError("the file is empty", where=str(path), fix="give a JSON array or JSON Lines of records")
     if not stripped.startswith("["):
         return _jsonl_rows(path)
+    from prefrec.safeio import check_depth
+
     dec = json.JSONDecoder()
     pos = text.index("[") + 1
     out = []
@@ -706,6 +730,9 @@ def _json_records(path: Path) -> list[tuple[int, Any]]:
             obj, pos = dec.raw_decode(text, pos)
         except json.JSONDecodeError as e:
             raise DataError(f"invalid JSON ({e.msg})", where=where(path, e.lineno), fix=SDPO_FIX) from None
+        except RecursionError:
+            raise DataError("JSON nested too deeply", where=where(path, line), fix=SDPO_FIX) from None
+        check_depth(obj, where(path, line), DataError, SDPO_FIX)
         out.append((line, obj))
         pos = skip(pos)
         if pos < len(text) and text[pos] == ",":
@@ -808,8 +835,9 @@ def read_table(path: str | Path, columns: dict[str, str] | None = None, sep: str
     in sorted order. Timestamps are numbers or ISO dates; ratings must be finite numbers.
     """
     path = Path(path)
-    if not path.exists():
-        raise DataError("table file not found", where=str(path), fix="check the path")
+    if not path.exists() or path.is_dir():
+        raise DataError("table file not found" if not path.exists() else "expected a table file, found a folder",
+                        where=str(path), fix="check the path")
     if path.suffix.lower() in (".parquet", ".pq"):
         data, loc, line_of = _parquet_columns(path, columns)
     else:
@@ -841,7 +869,7 @@ def _timestamps(vals: np.ndarray, t: _Table | None, col: str, loc: str = "", lin
                 out[r] = np.datetime64(str(v).strip().replace(" ", "T"), "s").astype(np.int64)
             except ValueError:
                 line = t.line_of(r) if t is not None else (line_of(r) if line_of else None)
-                raise DataError(f"timestamp {v!r} is neither a number nor an ISO date",
+                raise DataError(f"timestamp {_short(v)} is neither a number nor an ISO date",
                                 where=where(t.loc if t is not None else loc, line, col),
                                 fix="use unix seconds or YYYY-MM-DD[ HH:MM:SS]") from None
     if not np.isfinite(out).all():
@@ -859,7 +887,7 @@ def _parquet_columns(path: Path, columns: dict[str, str] | None):
     loc = str(path)
     try:
         tab = pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as e:
+    except (pa.ArrowException, OSError, ValueError, MemoryError) as e:
         raise DataError(f"not a readable Parquet file ({e})", where=loc, fix="re-write the file with pyarrow/pandas") from None
     if tab.num_rows == 0:
         raise DataError("the file has no rows", where=loc, fix="give a table with one interaction per row")
@@ -876,6 +904,10 @@ def _parquet_columns(path: Path, columns: dict[str, str] | None):
             raise DataError(f"{col} is missing (null)", where=f"{loc}, row {r + 1}, column {col!r}",
                             fix=f"fill or drop rows without a {role}")
         vals = arr.to_numpy(zero_copy_only=False)
+        if role in ("user", "item") and vals.dtype.kind == "f" and not np.isfinite(vals).all():
+            r = int(np.flatnonzero(~np.isfinite(vals))[0])
+            raise DataError(f"{col} is NaN or infinite (not an id)", where=f"{loc}, row {r + 1}, column {col!r}",
+                            fix=f"drop the rows without a {role}, or store ids as integers/strings")
         if role == "rating":
             try:
                 vals = vals.astype(np.float64)
@@ -896,6 +928,13 @@ def _parquet_columns(path: Path, columns: dict[str, str] | None):
 
 
 def _table_dataset(data: dict[str, np.ndarray], loc: str, line_of, name: str) -> Dataset:
+    for role in ("user", "item"):
+        ids = np.asarray(data[role]).astype(str)
+        empty = np.char.str_len(np.char.strip(ids)) == 0
+        if empty.any():
+            r = int(np.flatnonzero(empty)[0])
+            raise DataError(f"the {role} id is empty", where=where(loc, line_of(r), role),
+                            fix=f"give every row a {role} id, or drop the rows without one")
     u_idx, u_ids = index_ids(np.asarray(data["user"]).astype(str))
     i_idx, i_ids = index_ids(np.asarray(data["item"]).astype(str))
     catalog = None

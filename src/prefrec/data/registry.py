@@ -68,10 +68,16 @@ def _llara_movielens(root: Path) -> Dataset:
     return read_llara_movielens(root / "llara-movielens", root / "ml-100k")
 
 
+ML100K_FILES = (("u.data", "06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490"),
+                ("u.item", "553841ebc7de3a0fd0d6b62a204ea30c1e651aacfb2814c7a6584ac52f2c5701"))
+"""sha256 of the files the reader uses, computed from /work/shared/data/ml-100k (byte-identical
+to GroupLens' release per its README: 1,979,173 and 236,344 bytes). The zip's own digest is not
+pinned: the archive was not available here to hash."""
+
 DATASETS: dict[str, DatasetSpec] = {
     "ml-100k": DatasetSpec("MovieLens-100K raw (ratings, timestamps, titles, genres)", _ml100k,
                            remote=Remote("https://files.grouplens.org/datasets/movielens/ml-100k.zip",
-                                         folder="ml-100k", sha256=None)),
+                                         folder="ml-100k", sha256=None, files=ML100K_FILES)),
     "lastfm-hetrec": DatasetSpec("HetRec 2011 Last.fm: dated first tag per (user, artist), plays as rating, names",
                                  _lastfm_hetrec("tagged")),
     "lastfm-hetrec-plays": DatasetSpec("HetRec 2011 Last.fm: user_artists play counts (no time), names",

@@ -163,11 +163,9 @@ def _progress(mode: str, total: int, every: int | None) -> Callable[[int], None]
 
 
 def _write_jsonl(path: Path, records: list[dict]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w") as f:
-        for r in records:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    from prefrec.safeio import atomic_write_bytes  # unique temp name, never follows a planted symlink
+
+    atomic_write_bytes(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8"))
 
 
 def evaluate_lm(model, tokenizer, samples: Sequence[LMSample], *, mode: Mode = "both",
@@ -221,7 +219,7 @@ def evaluate_lm(model, tokenizer, samples: Sequence[LMSample], *, mode: Mode = "
         if was_training:
             model.train()
     if out is not None:
-        tmp = out / "metrics.json.tmp"
-        tmp.write_text(json.dumps(result, indent=1))
-        tmp.replace(out / "metrics.json")
+        from prefrec.safeio import atomic_write_bytes
+
+        atomic_write_bytes(out / "metrics.json", json.dumps(result, indent=1).encode("utf-8"))
     return result

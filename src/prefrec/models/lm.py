@@ -394,7 +394,10 @@ def load_trained_lm(run_dir: str | Path, *, trainable: bool = False, cache_dir: 
         raise ConfigError(f"{folder} holds no trained model ({META_FILE} missing)", where=str(run_dir),
                           fix="pass a run directory of a finished `prefrec sft` run (it has final/), "
                               "or resume the run until it finishes")
-    meta = json.loads(meta_p.read_text())
+    from prefrec.safeio import check_weights, json_loads
+
+    meta = json_loads(meta_p.read_text(encoding="utf-8", errors="replace"), str(meta_p), "train the run again")
+    check_weights(folder)  # pickles refused, torn safetensors named
     cpu_fast_math(True)
     tok = prepare_tokenizer(AutoTokenizer.from_pretrained(str(folder)))
     kw = _load_kwargs(options, dtype)

@@ -222,11 +222,23 @@ def load_sasrec(folder: str | Path) -> tuple[SASRec, dict[str, Any]]:
             raise DataError("no complete SASRec checkpoint here", where=str(folder),
                             fix="pass the run's checkpoints/ folder written by `prefrec baseline --model sasrec`")
         folder = found
-    parts, state = load_checkpoint(folder)
+    try:
+        parts, state = load_checkpoint(folder)
+    except Exception as e:  # noqa: BLE001 - torn state.json, foreign or pickled weights
+        from prefrec.rundir import one_line
+
+        raise DataError(f"the SASRec checkpoint cannot be read ({type(e).__name__}: {one_line(e)})", where=str(folder),
+                        fix="train it again with `prefrec baseline --model sasrec --overwrite`") from None
     if state.get("kind") != "sasrec":
         raise DataError(f"checkpoint kind is {state.get('kind')!r}, not 'sasrec'", where=str(folder),
                         fix="pass a SASRec checkpoint")
-    model = SASRec(SASRecConfig(**state["model_config"]))
-    model.load_state_dict(parts["model"])
+    try:
+        model = SASRec(SASRecConfig(**state["model_config"]))
+        model.load_state_dict(parts["model"])
+    except (TypeError, KeyError, RuntimeError, ValueError) as e:
+        from prefrec.rundir import one_line
+
+        raise DataError(f"the SASRec checkpoint does not match its model config ({one_line(e)})", where=str(folder),
+                        fix="train it again with `prefrec baseline --model sasrec --overwrite`") from None
     model.eval()
     return model, state.get("meta", {})

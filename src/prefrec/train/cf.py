@@ -179,6 +179,19 @@ _AUTO_INIT = {"bpr": "xavier_normal", "llpauc": "small_normal"}  # the peer's re
 
 
 def build_model(cfg: CFConfig, splits: CFSplits) -> torch.nn.Module:
+    """The model of ``cfg.model``; a size that cannot be allocated is a ConfigError naming model.dim."""
+    try:
+        return _build_model(cfg, splits)
+    except (MemoryError, RuntimeError) as e:
+        if isinstance(e, RuntimeError) and "alloc" not in str(e).lower() and "memory" not in str(e).lower():
+            raise
+        gib = (splits.n_users + splits.n_items) * cfg.model.dim * 4 / 2**30
+        raise ConfigError(f"cannot allocate the embedding tables ({splits.n_users:,} users + {splits.n_items:,} "
+                          f"items x dim {cfg.model.dim} = {gib:,.1f} GiB, more with the optimizer)",
+                          where="model.dim", fix="lower model.dim") from None
+
+
+def _build_model(cfg: CFConfig, splits: CFSplits) -> torch.nn.Module:
     m = cfg.model
     init = m.init if m.init != "auto" else _AUTO_INIT.get(cfg.loss.name, "xavier_uniform" if m.name == "xsimgcl" else "normal")
     if m.name == "mf":
@@ -298,7 +311,26 @@ def _save_weights(model: torch.nn.Module, path: Path) -> None:
 def _load_weights(model: torch.nn.Module, path: Path) -> None:
     from safetensors.torch import load_file
 
-    model.load_state_dict(load_file(str(path)))
+    try:
+        model.load_state_dict(load_file(str(path)))
+    except Exception as e:  # noqa: BLE001 - torn, foreign (pickle) or other-shape weights
+        from prefrec.rundir import one_line
+
+        raise DataError(f"cannot load the weights ({type(e).__name__}: {one_line(e)})", where=str(path),
+                        fix="the run's config.yaml must match its weights (model.name, model.dim, dataset); "
+                            "restore it, or train the run again (--overwrite keeps the old folder aside)") from None
+
+
+def splits_fingerprint(splits: CFSplits) -> str:
+    """sha256 of the train/test pairs (a resume refuses a checkpoint trained on other data)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for ui in (splits.train, splits.test):
+        h.update(np.int64([ui.n_users, ui.n_items]).tobytes())
+        h.update(np.ascontiguousarray(ui.indptr).tobytes())
+        h.update(np.ascontiguousarray(ui.indices).tobytes())
+    return h.hexdigest()[:16]
 
 
 class _Jsonl:
@@ -306,12 +338,10 @@ class _Jsonl:
         self.path = path
 
     def truncate_after(self, epoch: int) -> None:
-        """On resume: drop records written after the checkpoint we resume from."""
-        if not self.path.exists():
-            return
-        keep = [ln for ln in self.path.read_text().splitlines()
-                if ln.strip() and json.loads(ln).get("epoch", 0) <= epoch and json.loads(ln).get("split") != "test"]
-        self.path.write_text("".join(k + "\n" for k in keep))
+        """On resume: drop records written after the checkpoint we resume from (and a torn last line)."""
+        from prefrec.rundir import keep_rows
+
+        keep_rows(self.path, lambda r: r.get("epoch", 0) <= epoch and r.get("split") != "test")
 
     def write(self, rec: dict) -> None:
         with self.path.open("a") as f:
@@ -326,13 +356,16 @@ def train_cf(cfg: CFConfig, data_dir: str | Path | None = None, resume: bool = F
     One process only: under a multi-process launcher every copy is stopped with a clear message.
     """
     from prefrec.distributed import refuse_under_launcher
+    from prefrec.rundir import child, claim
 
     refuse_under_launcher("train-cf")
+    run = Path(run_dir) if run_dir is not None else child(cfg.output_dir, cfg.name, "name")
     threads = torch.get_num_threads()
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     try:
-        return _train_cf(cfg, data_dir, resume, splits, run_dir)
+        with claim(run):
+            return _train_cf(cfg, data_dir, resume, splits, run)
     finally:
         torch.set_num_threads(threads)
 
@@ -341,8 +374,9 @@ def _train_cf(cfg: CFConfig, data_dir, resume: bool, splits: CFSplits | None, ru
     from tqdm.auto import tqdm
 
     from prefrec.cf.sampling import NegativeSampler
-    from prefrec.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+    from prefrec.checkpoint import load_checkpoint, save_checkpoint
     from prefrec.config import dump_config
+    from prefrec.rundir import check_start, restore_newest
     from prefrec.metrics.ranking import popularity_groups
 
     t0 = time.time()
@@ -356,11 +390,12 @@ def _train_cf(cfg: CFConfig, data_dir, resume: bool, splits: CFSplits | None, ru
                           fix=f"use Recall@K or NDCG@K with K in {tc.ks}")
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
-    run = Path(run_dir) if run_dir is not None else Path(cfg.output_dir) / cfg.name
-    run.mkdir(parents=True, exist_ok=True)
-    dump_config(cfg, run / "config.yaml")
+    run = Path(run_dir)
+    check_start(run, cfg.model_dump(mode="json"), resume=resume, kind="cf")
     if splits is None:
         splits = load_splits(cfg, data_dir)
+    data_fp = splits_fingerprint(splits)
+    dump_config(cfg, run / "config.yaml")
     model = build_model(cfg, splits)
     opt = make_optimizer(model, tc.lr, tc.weight_decay)
     minmax = build_minmax(cfg, loss_fn, splits)
@@ -375,8 +410,12 @@ def _train_cf(cfg: CFConfig, data_dir, resume: bool, splits: CFSplits | None, ru
     metrics = _Jsonl(run / "metrics.jsonl")
     ckdir = run / "checkpoints"
     start_epoch, best, best_epoch, bad = 0, -math.inf, -1, 0
-    if resume and (ck := latest_checkpoint(ckdir)) is not None:
+
+    def restore(ck: Path) -> dict:
         parts, state = load_checkpoint(ck)
+        if state.get("data", data_fp) != data_fp:
+            raise DataError("the checkpoint was trained on other data than the dataset gives now", where=str(ck),
+                            fix="resume with the original data, or start a new run (--overwrite or another name)")
         model.load_state_dict(parts["model"])
         opt.load_state_dict(parts["optimizer"])
         if minmax is not None:
@@ -384,7 +423,14 @@ def _train_cf(cfg: CFConfig, data_dir, resume: bool, splits: CFSplits | None, ru
         gen.set_state(parts["rng"]["shuffle"])
         sampler.set_state(parts["rng"]["sampler"])
         torch.set_rng_state(parts["rng"]["torch"])
+        return state
+
+    if resume and (got := restore_newest(ckdir, restore)) is not None:
+        ck, state = got
         start_epoch, best, best_epoch, bad = state["epoch"], state["best"], state["best_epoch"], state["bad"]
+        if start_epoch > tc.epochs:
+            raise ConfigError(f"the checkpoint is at epoch {start_epoch}, after train.epochs={tc.epochs}",
+                              where="train.epochs", fix=f"resume with train.epochs >= {start_epoch}")
         metrics.truncate_after(start_epoch)
         log.info("resumed from %s (epoch %d)", ck, start_epoch)
     elif (run / "metrics.jsonl").exists():
@@ -400,6 +446,7 @@ def _train_cf(cfg: CFConfig, data_dir, resume: bool, splits: CFSplits | None, ru
     aux = getattr(model, "auxiliary_loss", None)
     stopped = False
     train_seconds = 0.0
+    epoch = start_epoch - 1  # a finished run resumed again trains no epoch
     for epoch in range(start_epoch, tc.epochs):
         te = time.time()
         perm = torch.randperm(n_rows, generator=gen)
@@ -456,7 +503,7 @@ def _train_cf(cfg: CFConfig, data_dir, resume: bool, splits: CFSplits | None, ru
             if minmax is not None:
                 parts["minmax"] = minmax.state_dict()
             save_checkpoint(ckdir, epoch + 1, parts,
-                            {"epoch": epoch + 1, "best": best, "best_epoch": best_epoch, "bad": bad},
+                            {"epoch": epoch + 1, "best": best, "best_epoch": best_epoch, "bad": bad, "data": data_fp},
                             keep=tc.keep_checkpoints)
         if stopped:
             log.info("early stop at epoch %d (patience %d)", epoch + 1, tc.patience)

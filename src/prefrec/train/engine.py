@@ -193,9 +193,11 @@ class Schedule:
     world: int = 1
 
     def key(self) -> dict[str, int]:
-        """What a resumed run must share with the checkpoint for the schedule to continue."""
+        """What a resumed run must share with the checkpoint for the data order to continue (a
+        longer ``max_steps`` / ``num_train_epochs`` is allowed: :mod:`prefrec.rundir` re-plans the
+        learning-rate schedule with a warning; a shorter one than the checkpoint is refused)."""
         return {"per_device_train_batch_size": self.batch_size, "gradient_accumulation_steps": self.accum,
-                "processes": self.world, "total_steps": self.total_steps}
+                "processes": self.world}
 
 
 def plan_schedule(cfg: Any, n_train: int, world: int) -> Schedule:
@@ -224,8 +226,9 @@ def build_optimizer(params: dict[str, torch.nn.Parameter], cfg: Any, total_steps
 def restore_checkpoint(start: Path, params: dict, optimizer, scheduler, schedule: Schedule | None = None,
                        scaler=None) -> tuple[dict, int]:
     """Load a trainer checkpoint into ``params``, ``optimizer``, ``scheduler`` (and the fp16
-    scaler) and torch's RNG; return its state dict and step. A checkpoint written under another
-    schedule is refused: continuing it would replay a learning-rate curve planned for other steps."""
+    scaler) and torch's RNG; return its state dict and step. A checkpoint written with another
+    batch, accumulation or number of processes is refused: the resumed run would see another
+    order of examples than the interrupted one."""
     from prefrec.checkpoint import load_checkpoint
 
     parts, state = load_checkpoint(start)
@@ -234,9 +237,8 @@ def restore_checkpoint(start: Path, params: dict, optimizer, scheduler, schedule
         diff = ", ".join(f"{k}: {old.get(k)} -> {new.get(k)}" for k in sorted(set(old) | set(new))
                          if old.get(k) != new.get(k))
         raise ConfigError(f"--resume with another training schedule ({diff})", where=str(start),
-                          fix="resume with the original max_steps / num_train_epochs / batch settings and "
-                              "number of processes, or start a new run (another output_dir) from this "
-                              "run's final model")
+                          fix="resume with the original batch settings and number of processes, or start a "
+                              "new run (--overwrite or another output_dir) from this run's final model")
     missing = set(params) - set(parts["model"])
     if missing:
         raise TrainingError(f"checkpoint lacks {len(missing)} trainable tensors (e.g. {sorted(missing)[0]})",
@@ -254,31 +256,45 @@ def restore_checkpoint(start: Path, params: dict, optimizer, scheduler, schedule
 
 
 # ------------------------------------------------------------------------------ run folder
-def check_fresh_run(run_dir: Path, resume: bool) -> Path | None:
-    """The checkpoint to resume from (``None`` = start afresh). Every rank calls this and reaches
-    the same decision, so a refused run stops on all ranks instead of leaving them waiting."""
+def check_fresh_run(run_dir: Path, resume: bool, config: dict) -> Path | None:
+    """The newest checkpoint to resume from (``None`` = start afresh), after
+    :func:`prefrec.rundir.check_start`: a fresh run refuses a folder holding another run, a resume
+    refuses a changed config. Every rank calls this and reaches the same decision, so a refused run
+    stops on all ranks instead of leaving them waiting."""
     from prefrec.checkpoint import latest_checkpoint
+    from prefrec.rundir import check_start
 
     ckpt_root = run_dir / "checkpoints"
     start = latest_checkpoint(ckpt_root) if resume else None
     if resume and start is None:
         log.warning("--resume: no checkpoint in %s; starting from scratch", ckpt_root)
-    if not resume and latest_checkpoint(ckpt_root) is not None:
-        raise ConfigError(f"{run_dir} already holds checkpoints of a run", where="output_dir",
-                          fix="pass --resume to continue it, or choose another output_dir")
+    check_start(run_dir, config, resume=resume, kind="lm")
     return start
+
+
+def resume_from(ckpt_root: Path, params: dict, optimizer, scheduler, schedule: Schedule, scaler=None
+                ) -> tuple[Path, dict, int]:
+    """Restore the newest checkpoint that loads (a corrupt newest one falls back to an older one,
+    :func:`prefrec.rundir.restore_newest`); refuse one past the planned total."""
+    from prefrec.rundir import check_resumed_step, restore_newest
+
+    found = restore_newest(ckpt_root, lambda ck: restore_checkpoint(ck, params, optimizer, scheduler, schedule, scaler))
+    if found is None:
+        raise TrainingError("the checkpoint disappeared while the run started", where=str(ckpt_root),
+                            fix="resume again, or start afresh with --overwrite")
+    start, (state, step) = found
+    check_resumed_step(step, schedule.total_steps)
+    return start, state, step
 
 
 def open_run_dir(cfg: Config, run_dir: Path, metrics_path: Path, dist: Dist, resumed_step: int | None) -> None:
     """Rank 0 writes ``config.yaml`` and starts ``metrics.jsonl`` afresh, or, on resume, drops the
     rows logged after the checkpoint (they will be logged again); every rank waits for it."""
+    from prefrec.rundir import keep_rows
+
     if dist.main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        if resumed_step is None:
-            metrics_path.write_text("", encoding="utf-8")
-        else:
-            rows = [r for r in read_jsonl(metrics_path) if r.get("step", 0) <= resumed_step]
-            metrics_path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        keep_rows(metrics_path, lambda r: resumed_step is not None and r.get("step", 0) <= resumed_step)
         dump_config(cfg, run_dir / "config.yaml")
     dist.barrier()
 
@@ -289,9 +305,10 @@ def write_jsonl(path: Path, row: dict) -> None:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+    """Rows of a metrics log (a torn last line is dropped): :func:`prefrec.rundir.read_jsonl`."""
+    from prefrec.rundir import read_jsonl as read
+
+    return read(path)
 
 
 def format_eta(seconds: float) -> str:
@@ -309,7 +326,8 @@ class Loop:
     trainer's normalisation (SFT: global token count; preference: 1/accum), and the optional stat
     ``loss_value`` is the unnormalised value named in a non-finite-loss error. ``summarize`` turns
     the stats summed over micro-batches and ranks into logged metrics (it must return ``loss``).
-    ``evaluate(step)`` / ``save(step, final)`` run at the shared cadence; ``grad_mean`` says whether
+    ``evaluate(step)`` / ``save(step, last_train, last_eval)`` run at the shared cadence (the
+    checkpoint records the last metrics, so finishing a resumed run twice keeps them); ``grad_mean`` says whether
     rank gradients are averaged (True) or summed.
     """
 
@@ -325,7 +343,7 @@ class Loop:
     micro: Callable[[int, list[int]], tuple[torch.Tensor, dict[str, float]]]
     summarize: Callable[[dict[str, float]], dict[str, float]]
     evaluate: Callable[[int], dict[str, float]]
-    save: Callable[[int], None]
+    save: Callable[[int, dict[str, float], dict[str, float]], None]
     metrics_path: Path
     grad_mean: bool = True
     scaler: Any = None
@@ -341,15 +359,16 @@ def make_scaler(acc) -> Any:
     return torch.amp.GradScaler("cuda")
 
 
-def fit(loop: Loop, step: int) -> tuple[int, dict[str, float], dict[str, float], float]:
+def fit(loop: Loop, step: int, last_train: dict[str, float] | None = None,
+        last_eval: dict[str, float] | None = None) -> tuple[int, dict[str, float], dict[str, float], float]:
     """Train from ``step`` to the schedule's end; returns (step, last train metrics, last eval
-    metrics, training seconds)."""
+    metrics, training seconds). ``last_*`` are a resumed checkpoint's metrics."""
     from tqdm.auto import tqdm
 
     cfg, dist, sched, acc = loop.cfg, loop.dist, loop.schedule, loop.acc
     total, accum = sched.total_steps, sched.accum
-    last_train: dict[str, float] = {}
-    last_eval: dict[str, float] = {}
+    last_train = dict(last_train or {})
+    last_eval = dict(last_eval or {})
     t_start = time.perf_counter()
     first = step
     bar = tqdm(total=total, initial=step, desc=loop.name, unit="step", dynamic_ncols=True,
@@ -417,7 +436,7 @@ def fit(loop: Loop, step: int) -> tuple[int, dict[str, float], dict[str, float],
                 log.info("%s step %d %s", loop.name, step,
                          " ".join(f"{k} {v:.4f}" for k, v in last_eval.items() if k in ("eval_loss", "eval_rewards/accuracies", "eval_mean_token_accuracy")))
         if (cfg.save_steps and step % cfg.save_steps == 0) or (not cfg.save_steps and epoch_end) or step == total:
-            loop.save(step)
+            loop.save(step, last_train, last_eval)
             dist.barrier()
     bar.close()
     seconds = time.perf_counter() - t_start

@@ -59,6 +59,7 @@ from prefrec.config import Config, config_hash
 from prefrec.errors import ConfigError, DataError
 from prefrec.lm.napo import NapoConfig
 from prefrec.lm.recpo import RecpoConfig
+from prefrec.rundir import finished_summary, holds_run_dir
 from prefrec.train.engine import (
     Dist,
     Loop,
@@ -72,7 +73,7 @@ from prefrec.train.engine import (
     open_run_dir,
     plan_schedule,
     read_jsonl,
-    restore_checkpoint,
+    resume_from,
     write_jsonl,
 )
 
@@ -590,6 +591,7 @@ def evaluate_loss(model, tokenizer, samples, cols, ref, objective, beta, dist: _
     return {f"eval_{k}": tot[j].item() / n for j, k in enumerate(keys)}
 
 
+@holds_run_dir(lambda cfg, **_: cfg.output_dir)  # one process per run folder, for the run's life
 def train_preference(cfg: PreferenceConfig, *, resume: bool = False, model=None, tokenizer=None,
                      train_samples: Sequence[Any] | None = None, eval_samples: Sequence[Any] | None = None,
                      objective: Objective | None = None) -> TrainResult:
@@ -613,7 +615,8 @@ def train_preference(cfg: PreferenceConfig, *, resume: bool = False, model=None,
     run_dir = Path(cfg.output_dir)
     ckpt_root = run_dir / "checkpoints"
     metrics_path = run_dir / "metrics.jsonl"
-    start = check_fresh_run(run_dir, resume)  # on every rank: a refused run stops everywhere
+    start = check_fresh_run(run_dir, resume, cfg.model_dump(mode="json"))  # every rank decides the same
+    dist.barrier()  # no rank writes before all have checked the folder
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     # config and data errors surface before the (slow) model load
@@ -667,8 +670,9 @@ def train_preference(cfg: PreferenceConfig, *, resume: bool = False, model=None,
     bs, global_micro, micro_per_epoch = sched.batch_size, sched.global_micro, sched.micro_per_epoch
 
     step = 0
+    state: dict = {}
     if start is not None:
-        state, step = restore_checkpoint(start, params, optimizer, scheduler, sched, scaler)
+        start, state, step = resume_from(ckpt_root, params, optimizer, scheduler, sched, scaler)
         if state.get("ref_keys", {}) != ref_keys:
             raise rc.StaleCacheError(
                 "the checkpoint was trained against other reference log-probs than the current "
@@ -676,6 +680,8 @@ def train_preference(cfg: PreferenceConfig, *, resume: bool = False, model=None,
                 fix="resume with the original model and data, or start a new run (another output_dir)")
         objective.load_state_dict(state.get("objective", {}))
         log.info("resumed from %s (step %d)", start, step)
+        if step >= sched.total_steps and (done := finished_summary(run_dir, step)) is not None:
+            return TrainResult(run_dir=run_dir, steps=step, final_metrics=done["train"], eval_metrics=done.get("eval", {}))
     open_run_dir(cfg, run_dir, metrics_path, dist, step if start is not None else None)
     if any(t != "none" for t in cfg.report_to):
         acc.init_trackers(run_dir.name, config=_tracker_config(cfg))
@@ -692,10 +698,10 @@ def train_preference(cfg: PreferenceConfig, *, resume: bool = False, model=None,
             write_jsonl(metrics_path, {"step": at, "epoch": round(at / sched.steps_per_epoch, 4), **m})
         return m
 
-    def save(at: int) -> None:
+    def save(at: int, last_train: dict, last_eval: dict) -> None:
         if dist.main:
             state = {"ref_keys": ref_keys, "config_hash": config_hash(cfg), "objective": objective.state_dict(),
-                     "epoch": at / sched.steps_per_epoch, "schedule": sched.key()}
+                     "epoch": at / sched.steps_per_epoch, "schedule": sched.key(), "train": last_train, "eval": last_eval}
             save_checkpoint(ckpt_root, at, checkpoint_parts(params, optimizer, scheduler, scaler), state,
                             keep=cfg.save_total_limit)
 
@@ -730,7 +736,8 @@ def train_preference(cfg: PreferenceConfig, *, resume: bool = False, model=None,
                 scheduler=scheduler, rows_of=rows_of, micro=micro, summarize=summarize, evaluate=run_eval,
                 save=save, metrics_path=metrics_path, grad_mean=True, scaler=scaler, where=str(run_dir),
                 log_keys=("rewards/accuracies", "rewards/margins"))
-    step, last_train, last_eval, seconds = fit(loop, step)
+    resumed = state if start is not None else {}
+    step, last_train, last_eval, seconds = fit(loop, step, resumed.get("train"), resumed.get("eval"))
 
     if dist.main:
         if cfg.plots:

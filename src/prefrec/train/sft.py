@@ -50,6 +50,7 @@ from pydantic import Field
 
 from prefrec.config import config_hash
 from prefrec.errors import ConfigError, DataError
+from prefrec.rundir import finished_summary, holds_run_dir
 from prefrec.train.engine import (
     Dist,
     Loop,
@@ -61,7 +62,7 @@ from prefrec.train.engine import (
     make_scaler,
     open_run_dir,
     read_jsonl,
-    restore_checkpoint,
+    resume_from,
     write_jsonl,
 )
 from prefrec.train.preference import (
@@ -286,6 +287,7 @@ def _check_launch(dist: Dist) -> None:
                     "--nproc_per_node N -m prefrec.cli sft ...`")
 
 
+@holds_run_dir(lambda cfg, **_: cfg.output_dir)  # one process per run folder, for the run's life
 def train_sft(cfg: SFTConfig, *, resume: bool = False, model=None, tokenizer=None,
               train_samples: Sequence[Any] | None = None, eval_samples: Sequence[Any] | None = None
               ) -> TrainResult:
@@ -304,7 +306,8 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, model=None, tokenizer=Non
     run_dir = Path(cfg.output_dir)
     ckpt_root = run_dir / "checkpoints"
     metrics_path = run_dir / "metrics.jsonl"
-    start = check_fresh_run(run_dir, resume)  # every rank decides the same: no hang
+    start = check_fresh_run(run_dir, resume, cfg.model_dump(mode="json"))  # every rank decides the same
+    dist.barrier()  # no rank writes before all have checked the folder
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
 
@@ -334,13 +337,16 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, model=None, tokenizer=Non
     bs, accum, global_micro, micro_per_epoch = sched.batch_size, sched.accum, sched.global_micro, sched.micro_per_epoch
 
     step = 0
+    state: dict = {}
     if start is not None:
-        state, step = restore_checkpoint(start, params, optimizer, scheduler, sched, scaler)
+        start, state, step = resume_from(ckpt_root, params, optimizer, scheduler, sched, scaler)
         if state.get("data") != data_fp:
             raise TrainingError("the checkpoint was trained on other examples than the current config gives "
                                 "(dataset, limits, seed, max_length or tokenizer changed)", where=str(start),
                                 fix="resume with the original settings, or start a new run (another output_dir)")
         log.info("resumed from %s (step %d)", start, step)
+        if step >= sched.total_steps and (done := finished_summary(run_dir, step)) is not None:
+            return TrainResult(run_dir=run_dir, steps=step, final_metrics=done["train"], eval_metrics=done.get("eval", {}))
     open_run_dir(cfg, run_dir, metrics_path, dist, step if start is not None else None)
     if any(t != "none" for t in cfg.report_to):
         acc.init_trackers(run_dir.name, config=_tracker_config(cfg))
@@ -357,11 +363,11 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, model=None, tokenizer=Non
             write_jsonl(metrics_path, {"step": at, "epoch": round(at / sched.steps_per_epoch, 4), **m})
         return m
 
-    def save(at: int) -> None:
+    def save(at: int, last_train: dict, last_eval: dict) -> None:
         if dist.main:
             save_checkpoint(ckpt_root, at, checkpoint_parts(params, optimizer, scheduler, scaler),
                             {"data": data_fp, "config_hash": config_hash(cfg), "epoch": at / sched.steps_per_epoch,
-                             "schedule": sched.key()}, keep=cfg.save_total_limit)
+                             "schedule": sched.key(), "train": last_train, "eval": last_eval}, keep=cfg.save_total_limit)
 
     def global_rows(g: int) -> list[int]:
         epoch, within = divmod(g, micro_per_epoch)
@@ -389,7 +395,8 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, model=None, tokenizer=Non
                 scheduler=scheduler, rows_of=lambda g: global_rows(g)[dist.rank * bs:(dist.rank + 1) * bs],
                 micro=micro, summarize=summarize, evaluate=run_eval, save=save, metrics_path=metrics_path,
                 grad_mean=False, scaler=scaler, where=str(run_dir), log_keys=("mean_token_accuracy",))
-    step, last_train, last_eval, seconds = fit(loop, step)
+    resumed = state if start is not None else {}
+    step, last_train, last_eval, seconds = fit(loop, step, resumed.get("train"), resumed.get("eval"))
     # ranks must hold identical weights (same init, summed gradients): record one checksum per rank
     sums = torch.zeros(dist.world, dtype=torch.float64)
     sums[dist.rank] = sum(p.detach().double().abs().sum().item() for p in params.values())
