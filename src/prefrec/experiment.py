@@ -33,6 +33,7 @@ deleted.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -46,6 +47,7 @@ from pydantic import Field
 
 from prefrec.config import Config, config_hash, load_config
 from prefrec.errors import ConfigError, PrefrecError
+from prefrec.logtag import log_tag
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +119,11 @@ class Experiment(Config):
     output_dir: str = "runs"
     seed: int = 2024
     data_dir: str | None = None
-    """Dataset folder (default: --data-dir, $PREFREC_DATA, ./data)."""
+    """Dataset folder (default: --data-dir, $PREFREC_DATA, ./data). Stage keys use its resolved real
+    path, so ``../data``, ``/abs/data`` and ``$PREFREC_DATA`` naming the same folder give one key."""
+    threads: int | None = Field(None, ge=1)
+    """torch CPU threads for every stage (CF, SFT, preference, evaluation); None = torch's default
+    (one per core). On a CPU shared with other jobs use 1."""
     cf: CFStudy | None = None
     lm: LMStudy | None = None
     report: ReportSpec = ReportSpec()
@@ -138,6 +144,9 @@ class Stage:
     """Stage settings outside the trainer config (e.g. the LM evaluation spec); part of the key."""
     key: str = ""
     in_report: bool = True
+    data_dir: str | None = None
+    """The study's data folder, resolved (``resolved_data_dir``); passed to the trainer explicitly."""
+    threads: int | None = None
 
     def done(self) -> bool:
         f = self.run_dir / STAGE_FILE
@@ -191,6 +200,11 @@ def cf_run_config(exp: Experiment, backbone: str, label: str):
             raise ConfigError(f"cf.base.{k} is set by the study", where="cf.base",
                               fix=f"remove cf.base.{k}; the top-level {k!r} applies (runs are named after their label)")
     _validate(cfg_cls, base, "cf.base")  # report mistakes against the base first
+    if exp.threads is not None:
+        if "threads" in (base.get("train") or {}):
+            raise ConfigError("cf.base.train.threads is set by the study", where="cf.base.train",
+                              fix="remove cf.base.train.threads; the top-level 'threads' applies to every stage")
+        base = _apply_dotted(base, {"train.threads": exp.threads})
     data = _apply_dotted(base, {"model.name": backbone})
     where = "cf.backbones"
     if label in exp.cf.presets:
@@ -237,11 +251,22 @@ def study_dir(exp: Experiment) -> Path:
     return Path(exp.output_dir) / exp.name
 
 
-def _stage_key(kind: str, cfg: Any, upstream: list[str], options: dict[str, Any] | None = None) -> str:
+def resolved_data_dir(exp: Experiment) -> str:
+    """The study's data folder as an absolute real path (symlinks, ``..`` and the spelling resolved):
+    what the data *is*, not how the folder was written on the command line or in $PREFREC_DATA."""
+    from prefrec.data.datadir import data_dir
+
+    return os.path.realpath(data_dir(exp.data_dir))
+
+
+def _stage_key(kind: str, cfg: Any, upstream: list[str], options: dict[str, Any] | None = None,
+               data_dir: str | None = None) -> str:
     data = {"kind": kind, "config": cfg.model_dump(mode="json") if hasattr(cfg, "model_dump") else cfg,
             "upstream": upstream}
     if options:
         data["options"] = options
+    if data_dir is not None:
+        data["data"] = data_dir
     return config_hash(data)
 
 
@@ -249,6 +274,7 @@ def plan(exp: Experiment) -> list[Stage]:
     """Every stage of the study in execution order, with its key (config hash incl. upstream)."""
     stages: list[Stage] = []
     root = study_dir(exp)
+    data = resolved_data_dir(exp)
     if exp.cf is not None:
         if not exp.cf.backbones or not exp.cf.losses:
             raise ConfigError("cf needs at least one backbone and one loss", where="cf",
@@ -267,7 +293,8 @@ def plan(exp: Experiment) -> list[Stage]:
                           where="cf.losses", fix="list each loss label once")
     keys: dict[str, str] = {}
     for s in stages:
-        s.key = _stage_key(s.kind, s.config, [keys[u] for u in s.upstream], s.options)
+        s.data_dir, s.threads = data, exp.threads
+        s.key = _stage_key(s.kind, s.config, [keys[u] for u in s.upstream], s.options, data)
         keys[s.label] = s.key
     if not stages:
         raise ConfigError("the study has no stages", where="experiment",
@@ -281,10 +308,9 @@ def _write_results(stage: Stage, metrics: dict[str, Any], wall: float, **extra: 
     from prefrec.checkpoint import atomic_write_text
 
     seed = getattr(stage.config, "seed", None)
-    data_dir = os.environ.get("PREFREC_DATA")
     atomic_write_text(stage.run_dir / "results.json", json.dumps(
         {"metrics": metrics, "wall_time_s": round(wall, 2), "seed": seed, "stage": stage.kind,
-         "key": stage.key, "data_dir": str(Path(data_dir).resolve()) if data_dir else None, **extra},
+         "key": stage.key, "data_dir": stage.data_dir, **extra},
         indent=1, default=float))
 
 
@@ -292,7 +318,7 @@ def _run_cf(stage: Stage, resume: bool) -> dict[str, Any]:
     from prefrec.train.cf import train_cf
 
     t0 = time.time()
-    res = train_cf(stage.config, resume=resume, run_dir=stage.run_dir)
+    res = train_cf(stage.config, data_dir=stage.data_dir, resume=resume, run_dir=stage.run_dir)
     metrics = dict(res.get("test", {}))
     _write_results(stage, metrics, time.time() - t0, best_epoch=res.get("best_epoch"),
                    train_seconds=res.get("train_seconds"))
@@ -304,11 +330,12 @@ LM_COLUMNS = ["HR@1", "ValidRatio", "rank HR@1", "rank HR@5", "rank NDCG@5"]
 
 
 def _lm_stage_config(cls: type, data: dict, exp: Experiment, where: str, **fixed: Any):
-    for k in ("output_dir", "seed", "data_dir"):
+    for k in ("output_dir", "seed", "data_dir", "threads"):
         if k in data:
             raise ConfigError(f"{where}.{k} is set by the study", where=where,
-                              fix=f"remove {where}.{k}; the study's output_dir/seed/data_dir apply")
-    merged = {"dataset": exp.lm.dataset, **data, **fixed, "seed": exp.seed, "data_dir": exp.data_dir}
+                              fix=f"remove {where}.{k}; the study's output_dir/seed/data_dir/threads apply")
+    merged = {"dataset": exp.lm.dataset, **data, **fixed, "seed": exp.seed, "data_dir": resolved_data_dir(exp),
+              "threads": exp.threads}
     return _validate(cls, merged, where)
 
 
@@ -356,7 +383,7 @@ def _evaluate_lm_stage(stage: Stage, model, tokenizer, dataset: str, seed: int) 
     from prefrec.lm.prompts import lm_samples
 
     spec = LMEvalSpec(**stage.options["evaluate"])
-    samples = lm_samples(dataset, spec.split, data_dir=os.environ.get("PREFREC_DATA"), limit=spec.limit, seed=seed)
+    samples = lm_samples(dataset, spec.split, data_dir=stage.data_dir, limit=spec.limit, seed=seed)
     res = evaluate_lm(model, tokenizer, samples, mode=spec.mode, out_dir=stage.run_dir / "eval",
                       max_new_tokens=spec.max_new_tokens, gen_batch_size=spec.gen_batch_size,
                       rank_batch_size=spec.rank_batch_size, meta={"stage": stage.label, "dataset": dataset})
@@ -424,6 +451,34 @@ def _progress_enabled() -> bool:
     return sys.stderr.isatty()
 
 
+@contextlib.contextmanager
+def _threads(n: int | None):
+    """torch's intra-op threads set to ``n`` for one stage (the study's one policy), then restored."""
+    if not n:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def check_only(stages: list[Stage], only: list[str] | None) -> None:
+    """Every ``--only`` name must be a stage label (checked before anything runs, dry runs too)."""
+    labels = [s.label for s in stages]
+    unknown = [o for o in only or [] if o not in labels]
+    if unknown:
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], labels, n=1)
+        raise ConfigError(f"no stage named {', '.join(map(repr, unknown))}", where="--only",
+                          fix=(f"did you mean {close[0]!r}? " if close else "") + "stages: " + ", ".join(labels))
+
+
 def _archive_stale(stage: Stage) -> None:
     """A folder from a different config is kept under ``<label>@<old key>``, never deleted."""
     d = stage.run_dir
@@ -460,18 +515,8 @@ def run_experiment(exp: Experiment, *, force: bool = False, only: list[str] | No
     from prefrec.report import write_report
 
     echo = echo or (lambda s: print(s, file=sys.stderr))
-    if exp.data_dir:
-        os.environ["PREFREC_DATA"] = exp.data_dir
     stages = plan(exp)
-    if only:
-        unknown = [o for o in only if o not in {s.label for s in stages}]
-        if unknown:
-            import difflib
-
-            close = difflib.get_close_matches(unknown[0], [s.label for s in stages], n=1)
-            raise ConfigError(f"no stage named {unknown[0]!r}", where="--only",
-                              fix=(f"did you mean {close[0]!r}? " if close else "")
-                              + "stages: " + ", ".join(s.label for s in stages))
+    check_only(stages, only)
     root = study_dir(exp)
     root.mkdir(parents=True, exist_ok=True)
     if study_text is not None:
@@ -486,17 +531,16 @@ def run_experiment(exp: Experiment, *, force: bool = False, only: list[str] | No
             skipped.append(stage.label)
             continue
         if not selected:
-            missing = [u for u in stage.upstream]
             echo(f"{head}: not selected (--only), not run")
             skipped.append(stage.label)
-            del missing
             continue
         _archive_stale(stage)
         resume = (stage.run_dir / STAGE_FILE).exists() and not force
         _write_stage_file(stage, "running")
         echo(f"{head}: {'resuming' if resume else 'running'} -> {stage.run_dir}")
         ts = time.time()
-        results = stage.runner(stage, resume)
+        with _threads(stage.threads), log_tag(stage.label):
+            results = stage.runner(stage, resume)
         wall = time.time() - ts
         _write_stage_file(stage, "done", wall_time_s=wall, results=results)
         echo(f"{head}: finished in {wall:.1f} s")
@@ -530,4 +574,4 @@ def table_of(report: Path) -> str:
 
 
 __all__ = ["Experiment", "CFStudy", "LMStudy", "ReportSpec", "Stage", "StudyResult", "load_experiment",
-           "plan", "run_experiment", "table_of", "PrefrecError"]
+           "plan", "run_experiment", "table_of", "check_only", "resolved_data_dir", "PrefrecError"]

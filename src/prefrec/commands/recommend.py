@@ -30,9 +30,9 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from prefrec.api import load, to_csv, to_json
+    from prefrec.api import open_run, to_csv, to_json
 
-    rec = load(args.run, data_dir=args.data_dir)
+    rec = open_run(args.run, data_dir=args.data_dir)
     if rec.kind == "cf":
         rows = rec.recommend(args.users, k=args.k or 10, mask=args.mask, history=args.history,
                              candidates=args.candidates)
