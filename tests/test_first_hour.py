@@ -178,3 +178,40 @@ def test_dry_run_only_marks_unselected(tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     assert "skipped (--only)" in next(line for line in out if " bpr " in line)
     assert "to run" in next(line for line in out if " psl " in line)
+
+
+def test_progress_logs_eta_after_first_batch_and_by_count(caplog):
+    from prefrec.logtag import log_tag
+    from prefrec.progress import Progress
+
+    with caplog.at_level(logging.INFO), log_tag("sft"):
+        with Progress("rank", 10, bar=False) as p:  # time-based: the first batch logs, then every minute
+            p(4)
+            p(4)
+            p(2)
+        with Progress("generate", 10, every=5, bar=False) as p:
+            for _ in range(5):
+                p(2)
+    lines = [m for m in caplog.messages if "cases" in m]
+    assert lines[0].startswith("[sft] rank: 4/10 cases") and "ETA" in lines[0]
+    assert len([m for m in lines if " rank:" in m]) == 1
+    assert [m.split(":")[1].split()[0] for m in lines if "generate" in m] == ["6/10", "10/10"]
+
+
+def test_progress_bar_counts(capsys):
+    from prefrec.progress import Progress
+
+    with Progress("rank", 3, bar=True) as p:
+        p(1)
+        p(2)
+        assert p.done == 3 and p._bar.n == 3
+    assert p._bar is None
+
+
+def test_data_stats_time_range_as_dates():
+    from prefrec.commands.data import format_time_range
+
+    assert format_time_range([874724710.0, 893286638.0]) == \
+        "1997-09-20 .. 1998-04-22 UTC (unix seconds 874724710 .. 893286638)"
+    assert format_time_range([874724710000.0, 893286638000.0]).startswith("1997-09-20 .. 1998-04-22 UTC (unix ms")
+    assert format_time_range([0.0, 19.0]) == "0 .. 19"  # positions in a sequence stay numbers

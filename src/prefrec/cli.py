@@ -82,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    # transformers' "Loading weights" bar (one per model load) clutters logs and `recommend` output;
+    # prefrec logs the load time itself. Must be set before transformers is imported.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     if getattr(args, "data_dir", None):
         os.environ["PREFREC_DATA"] = args.data_dir
     try:

@@ -41,8 +41,9 @@ def register(sub) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's). On a CPU shared with other jobs use 1: "
                         "oversubscribed threads made SmolLM2 forwards ~6x slower in our measurements")
-    p.add_argument("--log-every", type=int, default=50, metavar="N",
-                   help="log progress (cases done, ETA) every N cases; 0 = off")
+    p.add_argument("--log-every", type=int, default=0, metavar="N",
+                   help="log progress (cases done, ETA) every N cases (default 0: after the first batch, "
+                        "then every minute; a progress bar too on a terminal)")
     p.add_argument("--no-popularity", action="store_true",
                    help="skip the popularity-bias metrics (they need the dataset's training split)")
     add_common(p, config=False)
