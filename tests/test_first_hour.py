@@ -41,7 +41,7 @@ def test_same_folder_written_three_ways_gives_one_key(tmp_path, monkeypatch):
     (tmp_path / "link").symlink_to(tmp_path / "data")
     monkeypatch.chdir(tmp_path)
     absolute = _keys(f, str(tmp_path / "data"))
-    assert set(absolute) == {"bpr", "psl", "lm-base", "sft", "sdpo"}
+    assert set(absolute) == {"bpr", "psl", "random", "popularity", "lm-base", "sft", "sdpo"}
     assert _keys(f, "data") == absolute
     assert _keys(f, "./link/../data/") == absolute
     assert _keys(f, str(tmp_path / "link")) == absolute
@@ -215,3 +215,100 @@ def test_data_stats_time_range_as_dates():
         "1997-09-20 .. 1998-04-22 UTC (unix seconds 874724710 .. 893286638)"
     assert format_time_range([874724710000.0, 893286638000.0]).startswith("1997-09-20 .. 1998-04-22 UTC (unix ms")
     assert format_time_range([0.0, 19.0]) == "0 .. 19"  # positions in a sequence stay numbers
+
+
+def test_intervals_against_reference_values():
+    import numpy as np
+
+    from prefrec.metrics.intervals import bootstrap_mean, interval, rank_case_values, wilson
+
+    lo, hi = wilson(2, 40)  # p = 0.05, n = 40: Wilson 95 % = [0.0138, 0.1650] (hand-computed)
+    assert abs(lo - 0.01383) < 1e-4 and abs(hi - 0.16501) < 1e-4
+    assert wilson(0, 10)[0] == 0.0 and abs(wilson(10, 10)[1] - 1.0) < 1e-12
+    v = rank_case_values([1, 2, 6, 3])
+    assert v["HR@1"].tolist() == [1, 0, 0, 0] and v["HR@5"].tolist() == [1, 1, 0, 1]
+    assert np.allclose(v["NDCG@5"], [1, 1 / np.log2(3), 0, 0.5])
+    assert interval([1, 0, 0, 0]) == wilson(1, 4)
+    a, b = bootstrap_mean([0.2, 0.4, 0.6, 0.8])
+    assert 0.2 <= a < 0.5 < b <= 0.8 and bootstrap_mean([0.2, 0.4, 0.6, 0.8]) == (a, b)  # seeded
+
+
+def _fake(root, name, final, ci=None, history=(), plots=False):
+    d = root / name
+    d.mkdir(parents=True)
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
+    (d / "results.json").write_text(json.dumps({"metrics": final, "ci": ci or {}, "wall_time_s": 1.0}))
+    if plots:
+        from prefrec.report import _bar_plot, load_run
+
+        _bar_plot([load_run(d)], list(final), d / "plots" / "loss.png")
+    return d
+
+
+def test_report_has_a_figure_per_table_intervals_and_linked_run_plots(tmp_path):
+    from PIL import Image
+
+    from prefrec.experiment import LM_COLUMNS
+    from prefrec.report import write_report
+
+    cf_hist = [{"epoch": e, "split": "train", "loss": 1.0 / e} for e in range(1, 4)]
+    runs = [_fake(tmp_path, "bpr", {"NDCG@20": 0.3, "Recall@20": 0.4}, history=cf_hist),
+            _fake(tmp_path, "psl", {"NDCG@20": 0.35, "Recall@20": 0.42}, history=cf_hist),
+            _fake(tmp_path, "popularity", {"n_cases": 40, "HR@1": 0.425, "ValidRatio": 1.0, "rank HR@1": 0.425,
+                                           "rank HR@5": 0.8, "rank NDCG@5": 0.62},
+                  ci={"HR@1": [0.285, 0.578], "rank HR@1": [0.285, 0.578]}),
+            _fake(tmp_path, "sft", {"n_cases": 40, "HR@1": 0.05, "ValidRatio": 0.9, "rank HR@1": 0.1,
+                                    "rank HR@5": 0.3, "rank NDCG@5": 0.2},
+                  ci={"HR@1": [0.014, 0.165]}, plots=True,
+                  history=[{"step": s, "loss": 2.0 / s} for s in range(1, 4)])]
+    tables = {"Embedding recommenders (full ranking)": ["Recall@20", "NDCG@20"],
+              "LM recommenders (same test cases, 20 candidates each)": LM_COLUMNS}
+    text = write_report(runs, tmp_path / "rep", columns=tables).read_text()
+    images = [line.split("](")[1].rstrip(")") for line in text.splitlines() if line.startswith("![")]
+    assert "plots/metrics_embedding_recommenders.png" in images and "plots/metrics_lm_recommenders.png" in images
+    for link in images:
+        with Image.open(tmp_path / "rep" / link) as im:
+            im.verify()
+    # CF (per epoch) and LM (per step) curves are drawn apart
+    assert "plots/loss_per_epoch.png" in images and "plots/loss_per_step.png" in images
+    assert "| run | cases | HR@1 |" in text
+    assert "| popularity | 40 | **0.4250 [0.285, 0.578]** |" in text
+    assert "| sft | 40 | 0.0500 [0.014, 0.165] |" in text
+    assert "- sft: [loss.png](../sft/plots/loss.png)" in text
+    # a table's runs only: the CF figure has no LM row and vice versa
+    lm_table = text.split("### LM recommenders")[1].split("![")[0]
+    assert "| bpr |" not in lm_table
+
+
+def test_study_baseline_rows_on_the_same_cases(tmp_path, data_dir):
+    from prefrec.commands.baseline import lm_eval_cases, load_cases
+    from prefrec.lm.prompts import lm_samples
+
+    f = tmp_path / "s.yaml"
+    f.write_text(f"""\
+name: bl
+output_dir: {tmp_path / 'runs'}
+seed: 5
+data_dir: {data_dir}
+lm:
+  dataset: ml-100k
+  evaluate: {{limit: 12, base: false}}
+""")
+    exp = load_experiment(f)
+    res = run_experiment(exp, echo=lambda s: None)
+    assert res.ran == ["random", "popularity"]
+    rand = json.loads((tmp_path / "runs/bl/random/results.json").read_text())
+    pop = json.loads((tmp_path / "runs/bl/popularity/results.json").read_text())
+    assert rand["metrics"]["n_cases"] == pop["metrics"]["n_cases"] == 12
+    assert rand["metrics"]["rank HR@1"] == pytest.approx(1 / 20) and rand["metrics"]["rank HR@5"] == pytest.approx(0.25)
+    # popularity, recomputed by hand on the evaluate-lm cases of the same seed and limit
+    samples = lm_samples("ml-100k", "test", data_dir=data_dir, limit=12, seed=5)
+    splits, n_items = load_cases("ml-100k", 5, str(data_dir))
+    cases = lm_eval_cases(splits["test"], "ml-100k", "test", 12, 5, str(data_dir))
+    assert len(cases) == len(samples) == 12
+    lo, hi = pop["ci"]["rank HR@1"]
+    assert lo <= pop["metrics"]["rank HR@1"] <= hi
+    table = (tmp_path / "runs/bl/report.md").read_text()
+    assert "| random | 12 |" in table and "| popularity | 12 |" in table
+    with pytest.raises(ConfigError, match="did you mean 'sasrec'"):
+        load_experiment(f, ["lm.evaluate.baselines=[sasrek]"])

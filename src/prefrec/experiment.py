@@ -48,6 +48,7 @@ from pydantic import Field
 from prefrec.config import Config, config_hash, load_config
 from prefrec.errors import ConfigError, PrefrecError
 from prefrec.logtag import log_tag
+from prefrec.study_lm import eval_intervals
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,9 @@ class LMEvalSpec(Config):
     rank_batch_size: int = Field(4, ge=1)
     base: bool = True
     """Also evaluate the untuned model (the row SFT must beat)."""
+    baselines: list[str] = ["random", "popularity"]
+    """Baseline rows evaluated on exactly the same cases (:mod:`prefrec.study_lm`): random,
+    popularity, sasrec (trains a small SASRec, a few CPU minutes). Needs ml-100k or llara-lastfm."""
 
 
 class LMStudy(Config):
@@ -325,8 +329,16 @@ def _run_cf(stage: Stage, resume: bool) -> dict[str, Any]:
     return metrics
 
 
-LM_COLUMNS = ["HR@1", "ValidRatio", "rank HR@1", "rank HR@5", "rank NDCG@5"]
-"""Report columns of LM stages: generation HR@1 / ValidRatio, candidate-ranking HR@K / NDCG@K."""
+LM_COLUMNS = ["n_cases", "HR@1", "ValidRatio", "rank HR@1", "rank HR@5", "rank NDCG@5"]
+"""Report columns of LM stages: cases, generation HR@1 / ValidRatio, candidate-ranking HR@K / NDCG@K
+(each with its 95 % interval in the report)."""
+
+
+LM_NOTE = ("LM table: every row is evaluated on the same cases (`cases`). `HR@1`/`ValidRatio`: generation "
+           "(greedy answer matched to a candidate title); `rank ...`: the candidates ranked by log-probability. "
+           "Baselines: `random` is the exact expected value of a uniformly random ranking (no interval), "
+           "`popularity` ranks candidates by training frequency; a baseline answers with its top candidate, so its "
+           "`HR@1` equals its `rank HR@1` and its `ValidRatio` is 1.")
 
 
 def _lm_stage_config(cls: type, data: dict, exp: Experiment, where: str, **fixed: Any):
@@ -348,6 +360,7 @@ def _plan_lm(exp: Experiment, root: Path) -> list[Stage]:
     _check_dataset_name(lm.dataset, "lm.dataset")
     stages: list[Stage] = []
     ev = {"evaluate": lm.evaluate.model_dump(mode="json")}
+    stages += _plan_baselines(exp, root, ev)
     if lm.evaluate.base:
         stages.append(Stage(label="lm-base", kind="evaluate-lm", run_dir=root / "lm-base", runner=_run_lm_base,
                             config={"model": lm.model, "dataset": lm.dataset, "seed": exp.seed}, options=ev))
@@ -377,6 +390,45 @@ def _plan_lm(exp: Experiment, root: Path) -> list[Stage]:
     return stages
 
 
+def _plan_baselines(exp: Experiment, root: Path, ev: dict[str, Any]) -> list[Stage]:
+    """One evaluation-only stage per ``lm.evaluate.baselines`` name (rows of the LM table)."""
+    from prefrec.commands.baseline import DATASETS
+    from prefrec.study_lm import BASELINES
+
+    lm = exp.lm
+    assert lm is not None
+    names = lm.evaluate.baselines
+    for name in names:
+        if name not in BASELINES:
+            import difflib
+
+            close = difflib.get_close_matches(name, BASELINES, n=1)
+            raise ConfigError(f"unknown baseline {name!r}", where="lm.evaluate.baselines",
+                              fix=(f"did you mean {close[0]!r}? " if close else "") + f"use {', '.join(BASELINES)}")
+    clash = set(names) & set(lm.preference)
+    if clash:
+        raise ConfigError(f"preference label {sorted(clash)[0]!r} clashes with a baseline row", where="lm.preference",
+                          fix="rename the preference stage (e.g. sdpo-k3)")
+    if names and lm.dataset not in DATASETS:
+        if "baselines" in lm.evaluate.model_fields_set:
+            raise ConfigError(f"baselines need sequence cases; dataset {lm.dataset!r} has none",
+                              where="lm.evaluate.baselines", fix=f"use {', '.join(DATASETS)} or set baselines: []")
+        return []
+    return [Stage(label=name, kind="baseline", run_dir=root / name, runner=_run_lm_baseline,
+                  config={"model": name, "dataset": lm.dataset, "seed": exp.seed}, options=ev) for name in names]
+
+
+def _run_lm_baseline(stage: Stage, resume: bool) -> dict[str, Any]:
+    from prefrec.study_lm import run_baseline
+
+    t0 = time.time()
+    spec = LMEvalSpec(**stage.options["evaluate"])
+    metrics, ci = run_baseline(stage.config["model"], stage.config["dataset"], spec.split, spec.limit,
+                               stage.config["seed"], stage.data_dir, stage.run_dir)
+    _write_results(stage, metrics, time.time() - t0, ci=ci, model=stage.config["model"])
+    return metrics
+
+
 def _evaluate_lm_stage(stage: Stage, model, tokenizer, dataset: str, seed: int) -> dict[str, Any]:
     """Evaluate on the study's test cases; flat metrics for the report + ``eval/`` details."""
     from prefrec.lm.evaluate import evaluate_lm
@@ -403,7 +455,8 @@ def _run_lm_base(stage: Stage, resume: bool) -> dict[str, Any]:
     t0 = time.time()
     model, tok = load_reference_model(SimpleNamespace(model=stage.config["model"], seed=stage.config["seed"]))
     metrics = _evaluate_lm_stage(stage, model, tok, stage.config["dataset"], stage.config["seed"])
-    _write_results(stage, metrics, time.time() - t0, model=stage.config["model"])
+    _write_results(stage, metrics, time.time() - t0, model=stage.config["model"],
+                   ci=eval_intervals(stage.run_dir / "eval"))
     return metrics
 
 
@@ -422,7 +475,8 @@ def _run_lm_training(stage: Stage, resume: bool) -> dict[str, Any]:
     res = train(cfg, resume=resume)
     model, tok = load_trained_lm(stage.run_dir)
     metrics = _evaluate_lm_stage(stage, for_inference(model), tok, cfg.dataset, cfg.seed)
-    _write_results(stage, metrics, time.time() - t0, train_steps=res.steps, **extra)
+    _write_results(stage, metrics, time.time() - t0, train_steps=res.steps,
+                   ci=eval_intervals(stage.run_dir / "eval"), **extra)
     return metrics
 
 
@@ -552,8 +606,9 @@ def run_experiment(exp: Experiment, *, force: bool = False, only: list[str] | No
         if exp.cf is not None:
             columns = {"Embedding recommenders (full ranking)": exp.report.columns or ["Recall@20", "NDCG@20"],
                        **columns}
+    notes = [LM_NOTE] if exp.lm is not None else []
     report = write_report(runs, root, title=f"{exp.name}: prefrec study", main_metric=exp.report.main_metric,
-                          columns=columns, study_config=study_text,
+                          columns=columns, study_config=study_text, notes=notes,
                           tensorboard=exp.report.tensorboard)
     return StudyResult(report=report, stages=stages, ran=ran, skipped=skipped, wall_time=time.time() - t0)
 
