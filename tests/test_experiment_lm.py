@@ -37,8 +37,12 @@ def test_lm_study_runs_then_skips(tmp_path, data_dir):
     res = run_experiment(exp, echo=lambda s: None)
     assert res.ran == labels
     for s in stages:
-        m = json.loads((s.run_dir / "results.json").read_text())["metrics"]
+        res_json = json.loads((s.run_dir / "results.json").read_text())
+        m = res_json["metrics"]
         assert m["n_cases"] == 4
+        if s.label != "random":  # the random row is an exact expectation: no interval
+            lo, hi = res_json["ci"]["rank HR@1"]
+            assert lo <= m["rank HR@1"] <= hi
         assert 0 <= m["HR@1"] <= m["ValidRatio"] <= 1 and 0 <= m["rank HR@1"] <= m["rank HR@5"] <= 1
     table = table_of(res.report)
     assert "### LM recommenders" in table and "| sdpo |" in table and "| lm-base |" in table

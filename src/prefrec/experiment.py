@@ -311,7 +311,7 @@ def _write_results(stage: Stage, metrics: dict[str, Any], wall: float, **extra: 
     """The final results JSON the report reads (``<run>/results.json``)."""
     from prefrec.checkpoint import atomic_write_text
 
-    seed = getattr(stage.config, "seed", None)
+    seed = stage.config.get("seed") if isinstance(stage.config, dict) else getattr(stage.config, "seed", None)
     atomic_write_text(stage.run_dir / "results.json", json.dumps(
         {"metrics": metrics, "wall_time_s": round(wall, 2), "seed": seed, "stage": stage.kind,
          "key": stage.key, "data_dir": stage.data_dir, **extra},
