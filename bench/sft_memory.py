@@ -18,6 +18,7 @@ checkpointing, so the activation part of the step peak can be read off as the di
 
     OMP_NUM_THREADS=1 python bench/sft_memory.py                 # all variants
     python bench/sft_memory.py --variants b8 b8-ckpt              # some
+    python bench/sft_memory.py --variants b8 b8-ckpt --mallopt    # with prefrec.memory.tune_malloc()
 """
 
 from __future__ import annotations
@@ -65,7 +66,11 @@ class Phases:
         _reset_peak()
 
 
-def child(batch: int, ckpt: bool, data_dir: str) -> dict:
+def child(batch: int, ckpt: bool, data_dir: str, profile: bool = False, mallopt: bool = False) -> dict:
+    if mallopt:
+        from prefrec.memory import tune_malloc
+
+        assert tune_malloc()
     ph = Phases()
     import torch
 
@@ -91,31 +96,50 @@ def child(batch: int, ckpt: bool, data_dir: str) -> dict:
     model.train()
     ph.mark("setup")
     batch_t = collate_sft(ex[:batch], tok.pad_token_id)
+    prof = None
+    if profile:
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as torch_profile
+
+        prof = torch_profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True)
+        prof.__enter__()
     nll, n, _ = answer_nll(model, batch_t)
     (nll / n).backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
+    top = []
+    if prof is not None:
+        prof.__exit__(None, None, None)
+        ev = sorted(prof.key_averages(group_by_input_shape=True), key=lambda e: -e.self_cpu_memory_usage)
+        top = [{"op": e.key, "shapes": str(e.input_shapes)[:160], "calls": e.count,
+                "self_alloc_mib": round(e.self_cpu_memory_usage / 2**20)} for e in ev[:15]]
     ph.mark("step")
     ids = batch_t["input_ids"]
     return {"batch": batch, "gradient_checkpointing": ckpt, "tokens": list(ids.shape), "answer_tokens": n,
             "params": n_params, "trainable": sum(p.numel() for p in params.values()), "attn": attn,
-            "phases": ph.rows, "ru_maxrss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+            "phases": ph.rows, "top_allocating_ops": top, "ru_maxrss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--data-dir", default=os.environ.get("PREFREC_DATA", "data"))
+    ap.add_argument("--profile", action="store_true",
+                    help="also list the ops that keep the most memory allocated (torch profiler; slower)")
+    ap.add_argument("--mallopt", action="store_true",
+                    help="call prefrec.memory.tune_malloc() first (fixed glibc mmap threshold; same effect "
+                         "as MALLOC_MMAP_THRESHOLD_=65536 MALLOC_TRIM_THRESHOLD_=65536 in the environment)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
         b, ck = VARIANTS[a.child]
-        print(json.dumps(child(b, ck, a.data_dir)))
+        print(json.dumps(child(b, ck, a.data_dir, a.profile, a.mallopt)))
         return
     results = {}
     for v in a.variants:
         t0 = time.perf_counter()
-        out = subprocess.run([sys.executable, __file__, "--child", v, "--data-dir", a.data_dir],
+        out = subprocess.run([sys.executable, __file__, "--child", v, "--data-dir", a.data_dir]
+                             + (["--profile"] if a.profile else []) + (["--mallopt"] if a.mallopt else []),
                              capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
         if out.returncode:
             print(out.stderr[-3000:], file=sys.stderr)
@@ -130,6 +154,8 @@ def main() -> None:
         for r in res["phases"]:
             print(f"{r['phase']:8s} {r['start_mib']:8d} {r['peak_mib']:8d} {r['delta_mib']:8d} {r['end_mib']:8d} "
                   f"{r['wall_s']:7.1f} {r['cpu_s']:7.1f}")
+        for t in res["top_allocating_ops"]:
+            print(f"  {t['self_alloc_mib']:7d} MiB net  {t['calls']:4d} calls  {t['op']}  {t['shapes']}")
     step = {v: next(p for p in r["phases"] if p["phase"] == "step")["delta_mib"] for v, r in results.items()}
     if "b8" in step and "b8-ckpt" in step:
         print(f"\nstep peak above its start, batch 8: {step['b8']} MiB without gradient checkpointing, "

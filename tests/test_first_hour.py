@@ -312,3 +312,18 @@ lm:
     assert "| random | 12 |" in table and "| popularity | 12 |" in table
     with pytest.raises(ConfigError, match="did you mean 'sasrec'"):
         load_experiment(f, ["lm.evaluate.baselines=[sasrek]"])
+
+
+def test_tune_malloc_is_safe_to_call_twice():
+    """In a child process, so the test session's own allocator is left alone."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", "from prefrec.memory import tune_malloc; "
+                          "print(tune_malloc(), tune_malloc())"], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert out.returncode == 0, out.stderr
+    first, second = out.stdout.split()
+    assert first == second  # idempotent; glibc Linux accepts it, elsewhere a no-op
+    if not sys.platform.startswith("linux"):
+        assert first == "False"
