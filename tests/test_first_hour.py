@@ -69,6 +69,8 @@ def test_study_threads_is_one_policy(tmp_path):
     assert [s.config.threads for s in stages if s.kind in ("sft", "preference")] == [1, 1]
     with pytest.raises(ConfigError, match="set by the study"):
         load_experiment(f, ["threads=1", "lm.sft.threads=2"])
+    sft = next(s for s in plan(load_experiment(f, ["lm.sft.threads=2"])) if s.label == "sft")
+    assert sft.config.threads == 2  # no study policy: a stage may set its own
 
 
 @pytest.fixture(scope="module")

@@ -342,12 +342,13 @@ LM_NOTE = ("LM table: every row is evaluated on the same cases (`cases`). `HR@1`
 
 
 def _lm_stage_config(cls: type, data: dict, exp: Experiment, where: str, **fixed: Any):
-    for k in ("output_dir", "seed", "data_dir", "threads"):
+    for k in ("output_dir", "seed", "data_dir") + (("threads",) if exp.threads is not None else ()):
         if k in data:
             raise ConfigError(f"{where}.{k} is set by the study", where=where,
                               fix=f"remove {where}.{k}; the study's output_dir/seed/data_dir/threads apply")
-    merged = {"dataset": exp.lm.dataset, **data, **fixed, "seed": exp.seed, "data_dir": resolved_data_dir(exp),
-              "threads": exp.threads}
+    merged = {"dataset": exp.lm.dataset, **data, **fixed, "seed": exp.seed, "data_dir": resolved_data_dir(exp)}
+    if exp.threads is not None:
+        merged["threads"] = exp.threads
     return _validate(cls, merged, where)
 
 
