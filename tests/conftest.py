@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,13 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+# Converted models and tokenizers go to a temporary folder, never the user's ~/.cache/prefrec (the
+# SmolLM2 conversion is 517 MB). The folder is stable across sessions so the ~25 s conversion runs
+# once per machine; PREFREC_TEST_CACHE chooses another.
+os.environ["PREFREC_CACHE"] = os.environ.get("PREFREC_TEST_CACHE") or str(
+    Path(tempfile.gettempdir()) / f"prefrec-test-cache-{os.getuid() if hasattr(os, 'getuid') else 'user'}")
 
 
 def _shared_data() -> Path:
@@ -28,6 +36,18 @@ def data_dir() -> Path:
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
     torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture(autouse=True)
+def _restore_data_env(monkeypatch):
+    """`prefrec --data-dir X` exports PREFREC_DATA=X for its process; undo it after each test so
+    one test's data folder never leaks into the next."""
+    value = os.environ.get("PREFREC_DATA")
+    if value:
+        monkeypatch.setenv("PREFREC_DATA", value)  # records the value; monkeypatch restores it
+    else:
+        monkeypatch.delenv("PREFREC_DATA", raising=False)
     yield
 
 

@@ -29,19 +29,26 @@ def test_lm_study_runs_then_skips(tmp_path, data_dir):
     f.write_text(STUDY.format(out=tmp_path / "runs", data=data_dir))
     exp = load_experiment(f)
     stages = plan(exp)
-    assert [(s.label, s.kind) for s in stages] == [("lm-base", "evaluate-lm"), ("sft", "sft"),
+    labels = ["random", "popularity", "lm-base", "sft", "sdpo"]
+    assert [(s.label, s.kind) for s in stages] == [("random", "baseline"), ("popularity", "baseline"),
+                                                   ("lm-base", "evaluate-lm"), ("sft", "sft"),
                                                    ("sdpo", "preference")]
-    assert stages[2].upstream == ["sft"] and stages[2].config.model == str(stages[1].run_dir)
+    assert stages[4].upstream == ["sft"] and stages[4].config.model == str(stages[3].run_dir)
     res = run_experiment(exp, echo=lambda s: None)
-    assert res.ran == ["lm-base", "sft", "sdpo"]
+    assert res.ran == labels
     for s in stages:
-        m = json.loads((s.run_dir / "results.json").read_text())["metrics"]
+        res_json = json.loads((s.run_dir / "results.json").read_text())
+        m = res_json["metrics"]
         assert m["n_cases"] == 4
+        if s.label != "random":  # the random row is an exact expectation: no interval
+            lo, hi = res_json["ci"]["rank HR@1"]
+            assert lo <= m["rank HR@1"] <= hi
         assert 0 <= m["HR@1"] <= m["ValidRatio"] <= 1 and 0 <= m["rank HR@1"] <= m["rank HR@5"] <= 1
     table = table_of(res.report)
     assert "### LM recommenders" in table and "| sdpo |" in table and "| lm-base |" in table
+    assert "| random |" in table and "| popularity |" in table
     again = run_experiment(load_experiment(f), echo=lambda s: None)
-    assert again.ran == [] and again.skipped == ["lm-base", "sft", "sdpo"]
+    assert again.ran == [] and again.skipped == labels
     # changing the evaluation re-runs every LM stage (it is part of their key), nothing else moves
     exp3 = load_experiment(f, ["lm.evaluate.limit=3"])
     assert all(a.key != b.key for a, b in zip(plan(exp3), stages))

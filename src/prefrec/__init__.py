@@ -8,8 +8,12 @@ know the backbone.
 __version__ = "0.1.0"
 
 
-def load(run_dir):  # pragma: no cover - thin lazy wrapper
-    """Load a trained run directory for recommendation (see :mod:`prefrec.api`)."""
+def load(run_dir, *, data_dir=None, device="auto"):
+    """Load a trained run directory for recommendation (see :func:`prefrec.api.load`).
+
+    ``data_dir``: the datasets folder a CF run's split is rebuilt from (default: $PREFREC_DATA,
+    else the folder the run recorded, else ./data). ``device``: where an LM run is loaded (auto =
+    CUDA when present, else CPU)."""
     from prefrec.api import load as _load
 
-    return _load(run_dir)
+    return _load(run_dir, data_dir=data_dir, device=device)

@@ -24,7 +24,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from prefrec.errors import ConfigError, DataError
+from prefrec.errors import ConfigError, DataError, PrefrecError
 
 CF_WEIGHTS = "best.safetensors"
 
@@ -41,19 +41,69 @@ def _run_kind(run: Path) -> str:
 
 def load(run_dir: str | Path, *, data_dir: str | Path | None = None, device: str = "auto"):
     """A recommender for a finished run directory (CF: ``best.safetensors``; LM: ``final/``).
-    ``device``: where an LM is loaded (auto = CUDA when present, else CPU)."""
+
+    ``data_dir``: the datasets folder a CF run needs (its split is rebuilt from the data). Without
+    it, ``$PREFREC_DATA``, else the folder the run recorded when it trained, else ``./data``.
+    ``device``: where an LM is loaded (auto = CUDA when present, else CPU). Errors name this
+    function's arguments (``data_dir=``), not the CLI's options."""
+    try:
+        return open_run(run_dir, data_dir=data_dir, cli=False, device=device)
+    except PrefrecError as e:
+        raise _pythonic(e) from None
+
+
+def open_run(run_dir: str | Path, *, data_dir: str | Path | None = None, cli: bool = True,
+             device: str = "auto"):
+    """:func:`load` for the CLI (``prefrec recommend``): errors name ``--run``/``--data-dir``."""
     run = Path(run_dir)
     if not run.is_dir():
         raise DataError("run directory not found", where=str(run),
                         fix="pass the folder of a finished run, e.g. runs/demo/psl (see `prefrec run`)")
     kind = _run_kind(run)
     if kind == "cf":
-        return CFRecommender(run, data_dir=data_dir)
+        return CFRecommender(run, data_dir=data_dir, cli=cli)
     if kind == "lm":
-        return LMRecommender(run, device=device)
+        return LMRecommender(run, cli=cli, device=device)
     raise DataError("the folder holds no trained model (no best.safetensors + config.yaml, no final/)",
                     where=str(run), fix="pass the folder of a finished CF run or LM stage (sft/sdpo); "
                                         "an interrupted run can be finished with its --resume option")
+
+
+_PY_NAMES = {"--users 1 2 3": 'users=["1", "2", "3"]',
+             '--history "Heat (1995)" "Alien (1979)"': 'history=["Heat (1995)", "Alien (1979)"]',
+             "--data-dir": "data_dir=", "--users": "users", "--k": "k", "--history": "history=",
+             "--candidates": "candidates=", "--mask": "mask="}
+
+
+def _pythonic(e: PrefrecError) -> PrefrecError:
+    """The same error, worded for a Python caller: ``data_dir=`` instead of ``--data-dir`` etc."""
+    import re
+
+    def fix(text: str | None) -> str | None:
+        if not text:
+            return text
+        text = re.sub(r"(point|pass) --data-dir( \(or set \$PREFREC_DATA\))?( at| to)?",
+                      "pass data_dir=<folder> to prefrec.load (or set PREFREC_DATA) pointing at", text)
+        for opt, name in _PY_NAMES.items():
+            text = re.sub(re.escape(opt) + r"(?![\w-])", name, text)
+        return text
+
+    return type(e)(fix(e.what) or e.what, where=fix(e.where), fix=fix(e.fix))
+
+
+def _speaks_python(method):
+    """Errors of a recommender method raised to a Python caller name arguments, not CLI options."""
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except PrefrecError as e:
+            if getattr(self, "_cli", False):
+                raise
+            raise _pythonic(e) from None
+    return wrapper
 
 
 def _short(values: Sequence[str], n: int = 5) -> str:
@@ -66,7 +116,7 @@ class CFRecommender:
 
     kind = "cf"
 
-    def __init__(self, run: Path, data_dir: str | Path | None = None):
+    def __init__(self, run: Path, data_dir: str | Path | None = None, cli: bool = False):
         import torch
 
         from prefrec.cf.config import CFConfig
@@ -75,8 +125,10 @@ class CFRecommender:
         from prefrec.train.cf import _load_weights, build_model, load_splits
 
         self.run = run
+        self._cli = cli
         self.cfg = load_config(CFConfig, run / "config.yaml")
         data_dir = data_dir or _recorded_data_dir(run)
+        self.data_dir = data_dir
         self.splits = load_splits(self.cfg, data_dir)
         ds = load_dataset(self.cfg.data.dataset, data_dir)
         self.user_ids = ds.interactions.user_ids
@@ -109,6 +161,7 @@ class CFRecommender:
                         f"{_short(known)})", where="--users",
                         fix=(f"did you mean {close[0]!r}? " if close else "") + "pass user ids as the dataset writes them")
 
+    @_speaks_python
     def scores(self, users: Sequence[str | int], mask: str = "train"):
         """(len(users), n_items) scores with masked items at -inf."""
         import numpy as np
@@ -128,6 +181,7 @@ class CFRecommender:
                     s[row, torch.from_numpy(np.asarray(items))] = -torch.inf
         return s
 
+    @_speaks_python
     def recommend(self, users: Sequence[str | int], k: int = 10, *, mask: str = "train",
                   **unused: Any) -> list[dict[str, Any]]:
         """Rows ``{user, rank, item, title, score}``: the top ``k`` items of every user, best first."""
@@ -162,16 +216,28 @@ class CFRecommender:
 
 
 def _recorded_data_dir(run: Path) -> str | None:
-    """Without --data-dir or $PREFREC_DATA, the data folder the run was trained on (results.json)."""
+    """Without a data folder or $PREFREC_DATA: the (resolved) folder the run trained on, recorded
+    in ``results.json`` (study stages) or the ``split: data`` row of ``metrics.jsonl`` (train-cf)."""
     import os
 
     if os.environ.get("PREFREC_DATA"):
         return None
+    found: Any = None
     try:
-        d = json.loads((run / "results.json").read_text()).get("data_dir")
+        found = json.loads((run / "results.json").read_text()).get("data_dir")
     except (OSError, json.JSONDecodeError, AttributeError):
-        return None
-    return d if d and Path(d).is_dir() else None
+        pass
+    if not found:
+        try:
+            with open(run / "metrics.jsonl", encoding="utf-8") as f:
+                for line in f:
+                    row = json.loads(line)
+                    if isinstance(row, dict) and row.get("split") == "data":
+                        found = row.get("data_dir")
+                        break
+        except (OSError, json.JSONDecodeError):
+            pass
+    return found if isinstance(found, str) and Path(found).is_dir() else None
 
 
 def _ml100k_titles_by_orgid(item_ids, data_dir):
@@ -199,10 +265,11 @@ class LMRecommender:
 
     kind = "lm"
 
-    def __init__(self, run: Path, device: str = "auto"):
+    def __init__(self, run: Path, cli: bool = False, device: str = "auto"):
         from prefrec.models.lm import for_inference, inference_options, load_trained_lm, resolve_device
 
         self.run = run
+        self._cli = cli
         dev = resolve_device(device)
         model, self.tokenizer = load_trained_lm(run, options=inference_options(dev))
         self.model = for_inference(model, dev)
@@ -214,6 +281,7 @@ class LMRecommender:
 
         return prompts.build_prompt(list(history), list(candidates), **_prompt_options(self.meta))
 
+    @_speaks_python
     def recommend(self, users: Sequence[Any] = (), k: int | None = None, *, history: Sequence[str] = (),
                   candidates: Sequence[str] = (), **unused: Any) -> list[dict[str, Any]]:
         """Rows ``{rank, title, score, logp}``, best first; ``score`` is the summed log-prob."""

@@ -89,8 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    # transformers' "Loading weights" bar (one per model load) clutters logs and `recommend` output;
+    # prefrec logs the load time itself. Must be set before transformers is imported.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    before = os.environ.get("PREFREC_DATA")
     if getattr(args, "data_dir", None):
-        os.environ["PREFREC_DATA"] = args.data_dir
+        os.environ["PREFREC_DATA"] = args.data_dir  # for the command's duration only (main() is called in-process too)
     try:
         rc = args.func(args)
         return int(rc or 0)
@@ -104,6 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("prefrec: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if before is None:
+            os.environ.pop("PREFREC_DATA", None)
+        else:
+            os.environ["PREFREC_DATA"] = before
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -33,6 +33,7 @@ deleted.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -46,6 +47,8 @@ from pydantic import Field
 
 from prefrec.config import Config, config_hash, load_config
 from prefrec.errors import ConfigError, PrefrecError
+from prefrec.logtag import log_tag
+from prefrec.study_lm import eval_intervals
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +89,9 @@ class LMEvalSpec(Config):
     rank_batch_size: int = Field(4, ge=1)
     base: bool = True
     """Also evaluate the untuned model (the row SFT must beat)."""
+    baselines: list[str] = ["random", "popularity"]
+    """Baseline rows evaluated on exactly the same cases (:mod:`prefrec.study_lm`): random,
+    popularity, sasrec (trains a small SASRec, a few CPU minutes). Needs ml-100k or llara-lastfm."""
 
 
 class LMStudy(Config):
@@ -117,7 +123,11 @@ class Experiment(Config):
     output_dir: str = "runs"
     seed: int = 2024
     data_dir: str | None = None
-    """Dataset folder (default: --data-dir, $PREFREC_DATA, ./data)."""
+    """Dataset folder (default: --data-dir, $PREFREC_DATA, ./data). Stage keys use its resolved real
+    path, so ``../data``, ``/abs/data`` and ``$PREFREC_DATA`` naming the same folder give one key."""
+    threads: int | None = Field(None, ge=1)
+    """torch CPU threads for every stage (CF, SFT, preference, evaluation); None = torch's default
+    (one per core). On a CPU shared with other jobs use 1."""
     cf: CFStudy | None = None
     lm: LMStudy | None = None
     report: ReportSpec = ReportSpec()
@@ -138,6 +148,9 @@ class Stage:
     """Stage settings outside the trainer config (e.g. the LM evaluation spec); part of the key."""
     key: str = ""
     in_report: bool = True
+    data_dir: str | None = None
+    """The study's data folder, resolved (``resolved_data_dir``); passed to the trainer explicitly."""
+    threads: int | None = None
 
     def done(self) -> bool:
         f = self.run_dir / STAGE_FILE
@@ -191,6 +204,11 @@ def cf_run_config(exp: Experiment, backbone: str, label: str):
             raise ConfigError(f"cf.base.{k} is set by the study", where="cf.base",
                               fix=f"remove cf.base.{k}; the top-level {k!r} applies (runs are named after their label)")
     _validate(cfg_cls, base, "cf.base")  # report mistakes against the base first
+    if exp.threads is not None:
+        if "threads" in (base.get("train") or {}):
+            raise ConfigError("cf.base.train.threads is set by the study", where="cf.base.train",
+                              fix="remove cf.base.train.threads; the top-level 'threads' applies to every stage")
+        base = _apply_dotted(base, {"train.threads": exp.threads})
     data = _apply_dotted(base, {"model.name": backbone})
     where = "cf.backbones"
     if label in exp.cf.presets:
@@ -241,11 +259,22 @@ def study_dir(exp: Experiment) -> Path:
     return child(exp.output_dir, exp.name, "name")
 
 
-def _stage_key(kind: str, cfg: Any, upstream: list[str], options: dict[str, Any] | None = None) -> str:
+def resolved_data_dir(exp: Experiment) -> str:
+    """The study's data folder as an absolute real path (symlinks, ``..`` and the spelling resolved):
+    what the data *is*, not how the folder was written on the command line or in $PREFREC_DATA."""
+    from prefrec.data.datadir import data_dir
+
+    return os.path.realpath(data_dir(exp.data_dir))
+
+
+def _stage_key(kind: str, cfg: Any, upstream: list[str], options: dict[str, Any] | None = None,
+               data_dir: str | None = None) -> str:
     data = {"kind": kind, "config": cfg.model_dump(mode="json") if hasattr(cfg, "model_dump") else cfg,
             "upstream": upstream}
     if options:
         data["options"] = options
+    if data_dir is not None:
+        data["data"] = data_dir
     return config_hash(data)
 
 
@@ -253,6 +282,7 @@ def plan(exp: Experiment) -> list[Stage]:
     """Every stage of the study in execution order, with its key (config hash incl. upstream)."""
     stages: list[Stage] = []
     root = study_dir(exp)
+    data = resolved_data_dir(exp)
     if exp.cf is not None:
         if not exp.cf.backbones or not exp.cf.losses:
             raise ConfigError("cf needs at least one backbone and one loss", where="cf",
@@ -271,7 +301,8 @@ def plan(exp: Experiment) -> list[Stage]:
                           where="cf.losses", fix="list each loss label once")
     keys: dict[str, str] = {}
     for s in stages:
-        s.key = _stage_key(s.kind, s.config, [keys[u] for u in s.upstream], s.options)
+        s.data_dir, s.threads = data, exp.threads
+        s.key = _stage_key(s.kind, s.config, [keys[u] for u in s.upstream], s.options, data)
         keys[s.label] = s.key
     if not stages:
         raise ConfigError("the study has no stages", where="experiment",
@@ -284,11 +315,10 @@ def _write_results(stage: Stage, metrics: dict[str, Any], wall: float, **extra: 
     """The final results JSON the report reads (``<run>/results.json``)."""
     from prefrec.checkpoint import atomic_write_text
 
-    seed = getattr(stage.config, "seed", None)
-    data_dir = os.environ.get("PREFREC_DATA")
+    seed = stage.config.get("seed") if isinstance(stage.config, dict) else getattr(stage.config, "seed", None)
     atomic_write_text(stage.run_dir / "results.json", json.dumps(
         {"metrics": metrics, "wall_time_s": round(wall, 2), "seed": seed, "stage": stage.kind,
-         "key": stage.key, "data_dir": str(Path(data_dir).resolve()) if data_dir else None, **extra},
+         "key": stage.key, "data_dir": stage.data_dir, **extra},
         indent=1, default=float))
 
 
@@ -296,23 +326,33 @@ def _run_cf(stage: Stage, resume: bool) -> dict[str, Any]:
     from prefrec.train.cf import train_cf
 
     t0 = time.time()
-    res = train_cf(stage.config, resume=resume, run_dir=stage.run_dir)
+    res = train_cf(stage.config, data_dir=stage.data_dir, resume=resume, run_dir=stage.run_dir)
     metrics = dict(res.get("test", {}))
     _write_results(stage, metrics, time.time() - t0, best_epoch=res.get("best_epoch"),
                    train_seconds=res.get("train_seconds"))
     return metrics
 
 
-LM_COLUMNS = ["HR@1", "ValidRatio", "rank HR@1", "rank HR@5", "rank NDCG@5"]
-"""Report columns of LM stages: generation HR@1 / ValidRatio, candidate-ranking HR@K / NDCG@K."""
+LM_COLUMNS = ["n_cases", "HR@1", "ValidRatio", "rank HR@1", "rank HR@5", "rank NDCG@5"]
+"""Report columns of LM stages: cases, generation HR@1 / ValidRatio, candidate-ranking HR@K / NDCG@K
+(each with its 95 % interval in the report)."""
+
+
+LM_NOTE = ("LM table: every row is evaluated on the same cases (`cases`). `HR@1`/`ValidRatio`: generation "
+           "(greedy answer matched to a candidate title); `rank ...`: the candidates ranked by log-probability. "
+           "Baselines: `random` is the exact expected value of a uniformly random ranking (no interval), "
+           "`popularity` ranks candidates by training frequency; a baseline answers with its top candidate, so its "
+           "`HR@1` equals its `rank HR@1` and its `ValidRatio` is 1.")
 
 
 def _lm_stage_config(cls: type, data: dict, exp: Experiment, where: str, **fixed: Any):
-    for k in ("output_dir", "seed", "data_dir"):
+    for k in ("output_dir", "seed", "data_dir") + (("threads",) if exp.threads is not None else ()):
         if k in data:
             raise ConfigError(f"{where}.{k} is set by the study", where=where,
-                              fix=f"remove {where}.{k}; the study's output_dir/seed/data_dir apply")
-    merged = {"dataset": exp.lm.dataset, **data, **fixed, "seed": exp.seed, "data_dir": exp.data_dir}
+                              fix=f"remove {where}.{k}; the study's output_dir/seed/data_dir/threads apply")
+    merged = {"dataset": exp.lm.dataset, **data, **fixed, "seed": exp.seed, "data_dir": resolved_data_dir(exp)}
+    if exp.threads is not None:
+        merged["threads"] = exp.threads
     return _validate(cls, merged, where)
 
 
@@ -325,6 +365,7 @@ def _plan_lm(exp: Experiment, root: Path) -> list[Stage]:
     _check_dataset_name(lm.dataset, "lm.dataset")
     stages: list[Stage] = []
     ev = {"evaluate": lm.evaluate.model_dump(mode="json")}
+    stages += _plan_baselines(exp, root, ev)
     if lm.evaluate.base:
         stages.append(Stage(label="lm-base", kind="evaluate-lm", run_dir=root / "lm-base", runner=_run_lm_base,
                             config={"model": lm.model, "dataset": lm.dataset, "seed": exp.seed}, options=ev))
@@ -357,13 +398,52 @@ def _plan_lm(exp: Experiment, root: Path) -> list[Stage]:
     return stages
 
 
+def _plan_baselines(exp: Experiment, root: Path, ev: dict[str, Any]) -> list[Stage]:
+    """One evaluation-only stage per ``lm.evaluate.baselines`` name (rows of the LM table)."""
+    from prefrec.commands.baseline import DATASETS
+    from prefrec.study_lm import BASELINES
+
+    lm = exp.lm
+    assert lm is not None
+    names = lm.evaluate.baselines
+    for name in names:
+        if name not in BASELINES:
+            import difflib
+
+            close = difflib.get_close_matches(name, BASELINES, n=1)
+            raise ConfigError(f"unknown baseline {name!r}", where="lm.evaluate.baselines",
+                              fix=(f"did you mean {close[0]!r}? " if close else "") + f"use {', '.join(BASELINES)}")
+    clash = set(names) & set(lm.preference)
+    if clash:
+        raise ConfigError(f"preference label {sorted(clash)[0]!r} clashes with a baseline row", where="lm.preference",
+                          fix="rename the preference stage (e.g. sdpo-k3)")
+    if names and lm.dataset not in DATASETS:
+        if "baselines" in lm.evaluate.model_fields_set:
+            raise ConfigError(f"baselines need sequence cases; dataset {lm.dataset!r} has none",
+                              where="lm.evaluate.baselines", fix=f"use {', '.join(DATASETS)} or set baselines: []")
+        return []
+    return [Stage(label=name, kind="baseline", run_dir=root / name, runner=_run_lm_baseline,
+                  config={"model": name, "dataset": lm.dataset, "seed": exp.seed}, options=ev) for name in names]
+
+
+def _run_lm_baseline(stage: Stage, resume: bool) -> dict[str, Any]:
+    from prefrec.study_lm import run_baseline
+
+    t0 = time.time()
+    spec = LMEvalSpec(**stage.options["evaluate"])
+    metrics, ci = run_baseline(stage.config["model"], stage.config["dataset"], spec.split, spec.limit,
+                               stage.config["seed"], stage.data_dir, stage.run_dir)
+    _write_results(stage, metrics, time.time() - t0, ci=ci, model=stage.config["model"])
+    return metrics
+
+
 def _evaluate_lm_stage(stage: Stage, model, tokenizer, dataset: str, seed: int) -> dict[str, Any]:
     """Evaluate on the study's test cases; flat metrics for the report + ``eval/`` details."""
     from prefrec.lm.evaluate import evaluate_lm
     from prefrec.lm.prompts import lm_samples
 
     spec = LMEvalSpec(**stage.options["evaluate"])
-    samples = lm_samples(dataset, spec.split, data_dir=os.environ.get("PREFREC_DATA"), limit=spec.limit, seed=seed)
+    samples = lm_samples(dataset, spec.split, data_dir=stage.data_dir, limit=spec.limit, seed=seed)
     res = evaluate_lm(model, tokenizer, samples, mode=spec.mode, out_dir=stage.run_dir / "eval",
                       max_new_tokens=spec.max_new_tokens, gen_batch_size=spec.gen_batch_size,
                       rank_batch_size=spec.rank_batch_size, meta={"stage": stage.label, "dataset": dataset})
@@ -383,7 +463,8 @@ def _run_lm_base(stage: Stage, resume: bool) -> dict[str, Any]:
     t0 = time.time()
     model, tok = load_reference_model(SimpleNamespace(model=stage.config["model"], seed=stage.config["seed"]))
     metrics = _evaluate_lm_stage(stage, model, tok, stage.config["dataset"], stage.config["seed"])
-    _write_results(stage, metrics, time.time() - t0, model=stage.config["model"])
+    _write_results(stage, metrics, time.time() - t0, model=stage.config["model"],
+                   ci=eval_intervals(stage.run_dir / "eval"))
     return metrics
 
 
@@ -403,7 +484,8 @@ def _run_lm_training(stage: Stage, resume: bool) -> dict[str, Any]:
     dev = resolve_device(getattr(cfg, "device", "auto"))
     model, tok = load_trained_lm(stage.run_dir, options=inference_options(dev))
     metrics = _evaluate_lm_stage(stage, for_inference(model, dev), tok, cfg.dataset, cfg.seed)
-    _write_results(stage, metrics, time.time() - t0, train_steps=res.steps, **extra)
+    _write_results(stage, metrics, time.time() - t0, train_steps=res.steps,
+                   ci=eval_intervals(stage.run_dir / "eval"), **extra)
     return metrics
 
 
@@ -430,6 +512,34 @@ class StudyResult:
 
 def _progress_enabled() -> bool:
     return sys.stderr.isatty()
+
+
+@contextlib.contextmanager
+def _threads(n: int | None):
+    """torch's intra-op threads set to ``n`` for one stage (the study's one policy), then restored."""
+    if not n:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def check_only(stages: list[Stage], only: list[str] | None) -> None:
+    """Every ``--only`` name must be a stage label (checked before anything runs, dry runs too)."""
+    labels = [s.label for s in stages]
+    unknown = [o for o in only or [] if o not in labels]
+    if unknown:
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], labels, n=1)
+        raise ConfigError(f"no stage named {', '.join(map(repr, unknown))}", where="--only",
+                          fix=(f"did you mean {close[0]!r}? " if close else "") + "stages: " + ", ".join(labels))
 
 
 def _archive_stale(stage: Stage) -> None:
@@ -465,18 +575,8 @@ def run_experiment(exp: Experiment, *, force: bool = False, only: list[str] | No
                    study_text: str | None = None, echo: Callable[[str], None] | None = None) -> StudyResult:
     """Run every stage that is not already done (same key), then write ``report.md``."""
     echo = echo or (lambda s: print(s, file=sys.stderr))
-    if exp.data_dir:
-        os.environ["PREFREC_DATA"] = exp.data_dir
     stages = plan(exp)
-    if only:
-        unknown = [o for o in only if o not in {s.label for s in stages}]
-        if unknown:
-            import difflib
-
-            close = difflib.get_close_matches(unknown[0], [s.label for s in stages], n=1)
-            raise ConfigError(f"no stage named {unknown[0]!r}", where="--only",
-                              fix=(f"did you mean {close[0]!r}? " if close else "")
-                              + "stages: " + ", ".join(s.label for s in stages))
+    check_only(stages, only)
     from prefrec.rundir import claim
 
     with claim(study_dir(exp), remove_unused=False):  # one `prefrec run` per study folder at a time
@@ -501,10 +601,8 @@ def _run_stages(exp: Experiment, stages: list[Stage], force: bool, only: list[st
             skipped.append(stage.label)
             continue
         if not selected:
-            missing = [u for u in stage.upstream]
             echo(f"{head}: not selected (--only), not run")
             skipped.append(stage.label)
-            del missing
             continue
         _archive_stale(stage)
         if force and holds_run(stage.run_dir):  # --force: a fresh run, the old one kept aside
@@ -513,7 +611,8 @@ def _run_stages(exp: Experiment, stages: list[Stage], force: bool, only: list[st
         _write_stage_file(stage, "running")
         echo(f"{head}: {'resuming' if resume else 'running'} -> {stage.run_dir}")
         ts = time.time()
-        results = stage.runner(stage, resume)
+        with _threads(stage.threads), log_tag(stage.label):
+            results = stage.runner(stage, resume)
         wall = time.time() - ts
         _write_stage_file(stage, "done", wall_time_s=wall, results=results)
         echo(f"{head}: finished in {wall:.1f} s")
@@ -525,8 +624,9 @@ def _run_stages(exp: Experiment, stages: list[Stage], force: bool, only: list[st
         if exp.cf is not None:
             columns = {"Embedding recommenders (full ranking)": exp.report.columns or ["Recall@20", "NDCG@20"],
                        **columns}
+    notes = [LM_NOTE] if exp.lm is not None else []
     report = write_report(runs, root, title=f"{exp.name}: prefrec study", main_metric=exp.report.main_metric,
-                          columns=columns, study_config=study_text,
+                          columns=columns, study_config=study_text, notes=notes,
                           tensorboard=exp.report.tensorboard)
     return StudyResult(report=report, stages=stages, ran=ran, skipped=skipped, wall_time=time.time() - t0)
 
@@ -547,4 +647,4 @@ def table_of(report: Path) -> str:
 
 
 __all__ = ["Experiment", "CFStudy", "LMStudy", "ReportSpec", "Stage", "StudyResult", "load_experiment",
-           "plan", "run_experiment", "table_of", "PrefrecError"]
+           "plan", "run_experiment", "table_of", "check_only", "resolved_data_dir", "PrefrecError"]

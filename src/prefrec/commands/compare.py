@@ -42,6 +42,30 @@ def label_overrides(label: str, presets: dict[str, dict]) -> list[str]:
     return [f"loss.name={label}"]
 
 
+def label_config(config: str | None, base, label: str, overrides: list[str]):
+    """The resolved config of one ``--losses`` label, its loss built once so that a bad label
+    (``psl-foo``, ``bpx``) fails before any run trains, naming the label."""
+    from prefrec.cf.config import CFConfig
+    from prefrec.config import load_config
+    from prefrec.errors import ConfigError
+    from prefrec.train.cf import CF_LOSSES, build_loss
+
+    over = label_overrides(label, base.presets) + [f"name={base.name}-{label}"] + overrides
+    try:
+        cfg = load_config(CFConfig, config, over)
+        build_loss(cfg)
+    except ConfigError as e:
+        import difflib
+
+        close = difflib.get_close_matches(label, list(base.presets) + list(CF_LOSSES)
+                                          + ["psl-tanh", "psl-atan", "psl-relu", "psl-exp"], n=1)
+        raise ConfigError(f"label {label!r}: {e.what}", where="--losses",
+                          fix=(f"did you mean {close[0]!r}? " if close else "") + (e.fix or "")
+                          + "; labels are presets of the config (" + (", ".join(base.presets) or "none")
+                          + "), loss names or psl-<activation>") from None
+    return cfg
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -50,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from prefrec.config import load_config
     from prefrec.errors import ConfigError
     from prefrec.rundir import child, overwrite_if_asked
+    from prefrec.logtag import log_tag
     from prefrec.train.cf import train_cf
 
     # `--losses a b key=value` : argparse hands trailing overrides to --losses; split them off.
@@ -60,13 +85,13 @@ def run(args: argparse.Namespace) -> int:
     base = load_config(CFConfig, args.config, overrides)
     results: dict[str, dict] = {}
     cfgs = {}
-    for label in labels:  # validate every config before training any
-        over = label_overrides(label, base.presets) + [f"name={base.name}-{label}"] + overrides
-        cfgs[label] = load_config(CFConfig, args.config, over)
+    for label in labels:  # validate every label's config (and loss) before training any
+        cfgs[label] = label_config(args.config, base, label, overrides)
         child(base.output_dir, cfgs[label].name, "--losses")  # a label cannot leave output_dir
     for label, cfg in cfgs.items():
         overwrite_if_asked(args, child(cfg.output_dir, cfg.name, "name"))
-        results[label] = train_cf(cfg, data_dir=args.data_dir, resume=args.resume)
+        with log_tag(label):
+            results[label] = train_cf(cfg, data_dir=args.data_dir, resume=args.resume)
     table = format_table(results, base.train.ks)
     print(table)
     out = Path(base.output_dir) / f"{base.name}-compare.md"

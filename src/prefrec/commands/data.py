@@ -71,7 +71,22 @@ def run_stats(args: argparse.Namespace) -> int:
             v = f"{v:,}"
         elif isinstance(v, dict):
             v = ", ".join(f"{a}={b:.4g}" if isinstance(b, float) else f"{a}={b:,}" for a, b in v.items())
+        elif k == "time_range" and isinstance(v, list):
+            v = format_time_range(v)
         elif isinstance(v, list):
             v = " .. ".join(f"{x:.6g}" for x in v)
         print(f"{k:16s} {v}")
     return 0
+
+
+def format_time_range(v: list[float]) -> str:
+    """Unix seconds (or milliseconds) as UTC dates, with the raw values; anything else (e.g.
+    positions in a sequence) as plain numbers."""
+    import datetime as dt
+
+    lo, hi = min(v), max(v)
+    for scale, unit in ((1, "unix seconds"), (1000, "unix ms")):
+        if 1e8 * scale <= lo and hi <= 4.1e9 * scale:  # 1973 .. 2099
+            day = [dt.datetime.fromtimestamp(x / scale, dt.timezone.utc).strftime("%Y-%m-%d") for x in (lo, hi)]
+            return f"{day[0]} .. {day[1]} UTC ({unit} {lo:.0f} .. {hi:.0f})"
+    return " .. ".join(f"{x:.0f}" if float(x).is_integer() else f"{x:.6g}" for x in v)

@@ -1,4 +1,4 @@
-"""``prefrec demo``: the README demo, a real study on real data in about 10 minutes on 2 CPU cores.
+"""``prefrec demo``: the README demo, a real study on real data: ~8 min on 2 idle CPU cores, ~25 min on busy ones.
 
 It is ``prefrec run configs/demo.yaml`` (MovieLens-100K: MF with BPR vs SL vs PSL, full ranking;
 SmolLM2-135M SFT -> S-DPO on a small slice), with the data folder checked up front so a missing
@@ -29,18 +29,20 @@ def demo_config() -> Path:
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "demo", help="the README demo: MF BPR vs SL vs PSL + SmolLM2 SFT -> S-DPO (~10 min, CPU)",
+        "demo", help="the README demo: MF BPR vs SL vs PSL + SmolLM2 SFT -> S-DPO (8-25 min on 2 CPU cores)",
         description="Run configs/demo.yaml through `prefrec run`: MovieLens-100K, MF with BPR vs SL vs "
                     "PSL (full ranking), and SmolLM2-135M SFT -> S-DPO on a small slice (candidate "
-                    "ranking and generation metrics). Ends with the results table and the report path. "
-                    "Needs the ml-100k folder under --data-dir / $PREFREC_DATA. Finished stages are "
-                    "skipped on a second run.",
+                    "ranking and generation metrics, with random/popularity rows on the same cases). Ends with "
+                    "the results tables and the report path. Needs the ml-100k folder under --data-dir / "
+                    "$PREFREC_DATA. Finished stages are skipped on a second run, however the data folder "
+                    "is written. Measured on 2 CPU cores: ~8 min idle, ~25 min while other jobs ran "
+                    "(docs/results.md); peak RSS ~8 GiB.",
         epilog="example: prefrec demo --data-dir ../shared/data\n"
                "         prefrec demo --cf-only output_dir=/tmp/runs",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of configs/demo.yaml")
     p.add_argument("--data-dir", metavar="DIR", help="dataset folder (default: $PREFREC_DATA or ./data)")
-    p.add_argument("--cf-only", action="store_true", help="only the CF part (about 3 minutes)")
+    p.add_argument("--cf-only", action="store_true", help="only the CF part (about 1-2 minutes)")
     p.add_argument("--force", action="store_true", help="re-run stages even when their output exists")
     p.add_argument("--dry-run", action="store_true", help="print the stages; run nothing")
     p.set_defaults(func=run)

@@ -44,8 +44,9 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N")
     p.add_argument("--dtype", default=None, choices=["auto", "float32", "bfloat16", "float16"],
                    help="weight dtype (default: float32 on CPU, bfloat16 on GPUs that support it)")
-    p.add_argument("--log-every", type=int, default=50, metavar="N",
-                   help="log progress (cases done, ETA) every N cases; 0 = off")
+    p.add_argument("--log-every", type=int, default=0, metavar="N",
+                   help="log progress (cases done, ETA) every N cases (default 0: after the first batch, "
+                        "then every minute; a progress bar too on a terminal)")
     p.add_argument("--no-popularity", action="store_true",
                    help="skip the popularity-bias metrics (they need the dataset's training split)")
     add_common(p, config=False)

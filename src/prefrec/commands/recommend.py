@@ -31,12 +31,12 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from prefrec.api import load, to_csv, to_json
+    from prefrec.api import open_run, to_csv, to_json
     from prefrec.errors import ConfigError
 
     if args.k is not None and args.k < 1:
         raise ConfigError(f"--k {args.k} asks for no items", where="--k", fix="give --k 1 or more (CF default 10)")
-    rec = load(args.run, data_dir=args.data_dir, device=args.device)
+    rec = open_run(args.run, data_dir=args.data_dir, device=args.device)
     if rec.kind == "cf":
         rows = rec.recommend(args.users, k=args.k or 10, mask=args.mask, history=args.history,
                              candidates=args.candidates)

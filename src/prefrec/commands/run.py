@@ -33,15 +33,19 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from prefrec.experiment import load_experiment, plan, run_experiment, table_of
+    from prefrec.experiment import check_only, load_experiment, plan, run_experiment, table_of
 
     overrides = list(args.overrides)
     if args.tensorboard:
         overrides.append("report.tensorboard=true")
     exp = load_experiment(args.experiment, overrides, data_dir=args.data_dir)
     if args.dry_run:
-        for s in plan(exp):
+        stages = plan(exp)
+        check_only(stages, args.only)
+        for s in stages:
             status = "done" if s.done() else "to run"
+            if args.only and s.label not in args.only:
+                status = "skipped (--only)" if status == "to run" else status
             print(f"{s.kind:12s} {s.label:20s} key {s.key}  {status:7s} {s.run_dir}")
         return 0
     text = Path(args.experiment).read_text(encoding="utf-8")

@@ -10,10 +10,8 @@ the text line by line, so the error can name the exact line without slowing good
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 import json
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence

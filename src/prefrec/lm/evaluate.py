@@ -28,6 +28,7 @@ import torch
 
 from prefrec.errors import ConfigError
 from prefrec.lm.samples import LMSample
+from prefrec.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -144,24 +145,6 @@ def evaluate_ranking(model, tokenizer, samples: Sequence[LMSample], *, batch_siz
     return m, records
 
 
-def _progress(mode: str, total: int, every: int | None) -> Callable[[int], None] | None:
-    """A progress callback logging ``done/total``, elapsed seconds and ETA every ``every`` cases."""
-    if not every:
-        return None
-    t0 = time.perf_counter()
-    state = {"done": 0, "next": every}
-
-    def cb(n: int) -> None:
-        state["done"] += n
-        if state["done"] >= state["next"] or state["done"] == total:
-            el = time.perf_counter() - t0
-            eta = el / state["done"] * (total - state["done"])
-            log.info("%s: %d/%d cases, %.0f s elapsed, ETA %.0f s", mode, state["done"], total, el, eta)
-            while state["next"] <= state["done"]:
-                state["next"] += every
-    return cb
-
-
 def _write_jsonl(path: Path, records: list[dict]) -> None:
     from prefrec.safeio import atomic_write_bytes  # unique temp name, never follows a planted symlink
 
@@ -176,8 +159,9 @@ def evaluate_lm(model, tokenizer, samples: Sequence[LMSample], *, mode: Mode = "
     ``{"generate": {...}, "rank": {...}, "meta": {...}}`` with wall-clock seconds per mode.
 
     Files in ``out_dir``: ``metrics.json``, ``predictions_generate.jsonl``,
-    ``predictions_rank.jsonl`` (one line per case, in input order). ``log_every``: log progress
-    (cases done, elapsed, ETA) every that many cases."""
+    ``predictions_rank.jsonl`` (one line per case, in input order). Progress: a tqdm bar on a
+    terminal, and a log line (cases done, elapsed, ETA) after the first batch and then every
+    ``log_every`` cases, or every minute when ``log_every`` is None (:class:`prefrec.progress.Progress`)."""
     if mode not in MODES:
         raise ConfigError(f"unknown mode {mode!r}", where="evaluate-lm --mode",
                           fix=f"use one of {', '.join(MODES)}")
@@ -193,9 +177,9 @@ def evaluate_lm(model, tokenizer, samples: Sequence[LMSample], *, mode: Mode = "
     try:
         if mode in ("generate", "both"):
             t0 = time.perf_counter()
-            m, rec = evaluate_generation(model, tokenizer, samples, max_new_tokens=max_new_tokens,
-                                         batch_size=gen_batch_size, rule=rule,
-                                         progress=_progress("generate", len(samples), log_every))
+            with Progress("generate", len(samples), every=log_every, logger=log) as bar:
+                m, rec = evaluate_generation(model, tokenizer, samples, max_new_tokens=max_new_tokens,
+                                             batch_size=gen_batch_size, rule=rule, progress=bar)
             m["seconds"] = round(time.perf_counter() - t0, 2)
             m["seconds_per_case"] = round(m["seconds"] / len(samples), 4)
             m["max_new_tokens"] = max_new_tokens
@@ -206,8 +190,9 @@ def evaluate_lm(model, tokenizer, samples: Sequence[LMSample], *, mode: Mode = "
                 _write_jsonl(out / "predictions_generate.jsonl", rec)
         if mode in ("rank", "both"):
             t0 = time.perf_counter()
-            m, rec = evaluate_ranking(model, tokenizer, samples, batch_size=rank_batch_size, ties=ties,
-                                      progress=_progress("rank", len(samples), log_every))
+            with Progress("rank", len(samples), every=log_every, logger=log) as bar:
+                m, rec = evaluate_ranking(model, tokenizer, samples, batch_size=rank_batch_size, ties=ties,
+                                          progress=bar)
             m["seconds"] = round(time.perf_counter() - t0, 2)
             m["seconds_per_case"] = round(m["seconds"] / len(samples), 4)
             result["rank"] = m

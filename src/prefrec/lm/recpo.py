@@ -28,7 +28,7 @@ chosen item must beat negative j by more when its intensity/recency advantage is
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Callable, Literal, Sequence
 
 import numpy as np

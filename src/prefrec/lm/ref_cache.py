@@ -181,8 +181,11 @@ def compute_ref_logps(model, tokenizer, samples: Sequence[Any], *, batch_size: i
         groups.setdefault(len(samples[i].candidates), []).append(i)
     was_training = model.training
     model.eval()
+    from prefrec.progress import Progress
+
     try:
-        with _reference_context(model), torch.no_grad():
+        with _reference_context(model), torch.no_grad(), Progress("reference log-probs", len(todo),
+                                                                   unit="samples", logger=log) as bar:
             for c, idx in groups.items():
                 for s in range(0, len(idx), batch_size):
                     part = idx[s:s + batch_size]
@@ -190,6 +193,7 @@ def compute_ref_logps(model, tokenizer, samples: Sequence[Any], *, batch_size: i
                                          [list(samples[i].candidates) for i in part], grad=False,
                                          chunk=chunk)
                     out[part, :c] = lp.float().cpu()
+                    bar(len(part))
     finally:
         model.train(was_training)
     return out

@@ -436,7 +436,11 @@ def _train_cf(cfg: CFConfig, data_dir, resume: bool, splits: CFSplits | None, ru
     elif (run / "metrics.jsonl").exists():
         (run / "metrics.jsonl").unlink()
     if start_epoch == 0:
-        metrics.write({"epoch": 0, "split": "data", **splits.info})
+        from prefrec.data.datadir import data_dir as resolve_data_dir
+
+        # the resolved data folder: `prefrec.load(run)` / `prefrec recommend` find the data without one
+        metrics.write({"epoch": 0, "split": "data", **splits.info,
+                       "data_dir": str(resolve_data_dir(data_dir).resolve())})
     n_rows = len(rows_u)
     n_batches = math.ceil(n_rows / tc.batch_size)
     if tc.max_batches_per_epoch:
