@@ -344,8 +344,15 @@ def _cached(spec_json: str, seed: int):
 
     src = LogSource.model_validate_json(spec_json)
     ds = read_log(src)
-    splits = ml100k_lm_splits(ds, seed=seed, max_history=src.max_history, min_history=src.min_history,
-                              n_candidates=src.n_candidates)
+    try:
+        splits = ml100k_lm_splits(ds, seed=seed, max_history=src.max_history, min_history=src.min_history,
+                                  n_candidates=src.n_candidates)
+    except DataError as e:
+        if "negatives" not in e.what:
+            raise
+        raise DataError(f"{e.what} ({ds.interactions.n_items} items with titles in the log)", where=src.log,
+                        fix=f"lower n_candidates (now {src.n_candidates}) in the data card, or use a larger "
+                            "catalogue") from None
     for name in ("train", "test"):
         if not splits[name]:
             raise DataError(f"the {name} split has no cases ({ds.interactions.n_users} users; users are split "

@@ -69,7 +69,8 @@ def path_domain(name: str, default: str = "items") -> str:
     """Domain from words in a dataset name or path (``lastfm-test.json`` -> music)."""
     from prefrec.lm.prompts import _PATH_WORDS
 
-    low = str(name).lower()
+    parts = Path(str(name).split("?", 1)[0]).parts
+    low = "/".join(parts[-2:]).lower()  # the file and its folder, not the whole absolute path
     for dom, words in _PATH_WORDS:
         if any(w in low for w in words):
             return dom
