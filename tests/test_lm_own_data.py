@@ -425,3 +425,28 @@ def test_irbench_archive_found_by_folder_name(tmp_path):
     with pytest.raises(DataError) as e:
         load_dataset("amazon2014-movi", tmp_path)
     assert "proc.zip" in e.value.fix and "a path to a file or folder" in e.value.fix and "data card" in e.value.fix
+
+
+def test_mapping_on_the_command_line_for_data_stats_and_cf(tmp_path, capsys):
+    """`table?user=..` maps columns for every command that takes a dataset, CF ones included
+    (no titles needed there)."""
+    from prefrec.data.registry import load_dataset
+
+    log, _ = small_log(tmp_path)
+    assert main(["-q", "data", "stats", f"{log}?user=who&item=what&time=when", "--json"]) == 0
+    st = json.loads(capsys.readouterr().out)
+    assert st["users"] == 10 and st["interactions"] == 50 and "time_range" in st
+    ds = load_dataset(f"{log}?user=who&item=what")
+    assert ds.catalog is None and ds.interactions.n_items == 32
+    with pytest.raises(ConfigError, match="unknown log option 'usr'"):
+        load_dataset(f"{log}?usr=who")
+
+
+def test_example_study_plans_every_stage_on_the_card():
+    from prefrec.experiment import load_experiment, plan
+
+    exp = load_experiment(EXAMPLE / "study.yaml")
+    stages = plan(exp)
+    assert [s.label for s in stages] == ["lm-base", "sft", "sdpo"]
+    assert all(s.config.prompt.domain == "music" for s in stages[1:])
+    assert stages[0].config["prompt"] == {"domain": "music"}

@@ -144,8 +144,9 @@ def parse_spec(name: str) -> LogSource:
 
 
 # ----------------------------------------------------------------------------- reading
-def read_log(src: LogSource) -> Dataset:
-    """The log as a :class:`Dataset` whose catalog holds every item's displayed title."""
+def read_log(src: LogSource, need_titles: bool = True) -> Dataset:
+    """The log as a :class:`Dataset` whose catalog holds every item's displayed title.
+    ``need_titles=False`` (CF use) returns a log without titles with ``catalog=None``."""
     from prefrec.data.readers import read_table
 
     path = Path(src.log)
@@ -176,6 +177,8 @@ def read_log(src: LogSource) -> Dataset:
         titles, meta = list(ds.catalog.titles), {}
         if src.title_format:
             titles = [_format_title(src.title_format, {"title": t}, src.log, i) for i, t in enumerate(titles)]
+    elif not need_titles:
+        return Dataset(name=ds.name, interactions=inter, catalog=None)
     else:
         raise DataError("the log has no item titles (an LM recommender names items by title)", where=src.log,
                         fix="add catalog: items.csv (columns item, title), or a title column in the log "

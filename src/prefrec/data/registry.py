@@ -125,7 +125,7 @@ def load_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
     from prefrec.data import logs
 
     if logs.is_log_spec(name):
-        return logs.read_log(logs.parse_spec(name))
+        return logs.read_log(logs.parse_spec(name), need_titles=False)
     p = Path(name)
     if p.exists():
         from prefrec.data import readers
