@@ -219,7 +219,7 @@ def cf_run_config(exp: Experiment, backbone: str, label: str):
 
 def _check_dataset_name(name: str, key: str, data_dir: str | None = None) -> None:
     """Fail at load time (not after other stages trained) on a dataset name that cannot work."""
-    from prefrec.data.registry import DATASETS, dataset_known
+    from prefrec.data.registry import ACCEPTED_FORMS, DATASETS, dataset_known
 
     if dataset_known(name, data_dir):
         return
@@ -227,8 +227,7 @@ def _check_dataset_name(name: str, key: str, data_dir: str | None = None) -> Non
 
     close = difflib.get_close_matches(name, DATASETS.keys(), n=1)
     raise ConfigError(f"unknown dataset {name!r}", where=key,
-                      fix=(f"did you mean {close[0]!r}? " if close else "")
-                      + "see `prefrec data list`, or give a path to a data file/folder")
+                      fix=(f"did you mean {close[0]!r}? " if close else "") + "give " + ACCEPTED_FORMS)
 
 
 def run_label(exp: Experiment, backbone: str, label: str) -> str:

@@ -74,7 +74,6 @@ class TrainingError(PrefrecError):
     """Training cannot go on (non-finite loss, inconsistent resume state)."""
 
 
-
 class LMTrainConfig(Config):
     """Knobs every LM trainer has (SFT and preference), named after TRL's configs. Each trainer
     subclasses it and sets its own defaults where they differ."""
