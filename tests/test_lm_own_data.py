@@ -224,8 +224,11 @@ def test_sdpo_json_family_domain_and_baseline_cases(tmp_path):
     assert all("artist" in s.prompt.lower() or "music" in s.prompt.lower() for s in samples)
     movie = lm_samples(test, "test", limit=5, seed=2, domain="movie")
     assert [s.target for s in movie] == [s.target for s in samples] and movie[0].prompt != samples[0].prompt
+    with pytest.raises(DataError, match="no val file beside") as e:
+        lm_samples(test, "val")
+    assert "eval_limit: 0" in e.value.fix
     splits, n_items = load_cases(test, seed=2)
-    assert n_items == 30 and len(splits["train"]) == 12 and len(splits["test"]) == 8
+    assert n_items == 30 and splits["val"] == [] and len(splits["train"]) == 12 and len(splits["test"]) == 8
     chosen = lm_eval_cases(splits["test"], test, "test", 5, seed=2)
     assert [(c.user, c.target, c.candidates) for c in chosen] == \
         [(s.user, s.item_ids[s.target_index], tuple(s.item_ids)) for s in samples]

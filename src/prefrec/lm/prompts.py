@@ -318,17 +318,17 @@ def lm_samples(dataset: str, split: str, *, data_dir=None, limit: int | None = N
     wording; default: the dataset's domain.
     """
     from prefrec.data import alpaca
-    from prefrec.lm.sources import case_source, is_json_source, json_family
+    from prefrec.lm.sources import case_source, is_json_source, json_split_file
 
     if is_json_source(dataset):
         p = Path(dataset).expanduser()
-        f = json_family(p).get(split, p)
-        if f.is_file() and alpaca.is_alpaca_file(f):
+        if not p.exists():
+            raise DataError("no such JSON file or folder", where=dataset,
+                            fix="give a JSON file of records with historyList, itemList, trueSelection")
+        f = json_split_file(p, split)
+        if alpaca.is_alpaca_file(f):
             raw = alpaca.read_alpaca(f)
             return [raw[i] for i in _subsample(len(raw), limit, seed)]
-        if f.is_dir():
-            raise DataError(f"no {split}.json in the folder", where=str(f),
-                            fix="give a JSON file of records with historyList, itemList, trueSelection")
     src = case_source(dataset, data_dir, seed)
     style = style_for(dataset, prompt, domain)
     cases = src.cases(split)

@@ -132,6 +132,20 @@ def json_family(path: Path) -> dict[str, Path]:
     return out
 
 
+def json_split_file(path: Path, split: str) -> Path:
+    """The file of ``split``: its family member; a file without a split word serves every split."""
+    family = json_family(path)
+    if split in family:
+        return family[split]
+    if not path.is_dir() and not _SPLIT_RE.search(path.name):
+        return path
+    words = "/".join(SPLIT_WORDS.get(split, (split,)))
+    raise DataError(f"no {split} file beside the given one (looked for the name with {words} in place of the "
+                    "split word)" if not path.is_dir() else f"no {split}.json in the folder", where=str(path),
+                    fix=f"add the {split} file, or set the split to one that exists ({', '.join(family) or 'none'}); "
+                        "for training without validation set eval_limit: 0")
+
+
 def _json_source(dataset: str) -> CaseSource:
     from prefrec.data.readers import read_sdpo_json
 
@@ -165,7 +179,7 @@ def _json_source(dataset: str) -> CaseSource:
         per_file[f] = cases
     catalog = ItemCatalog(titles=list(titles), source=str(p))
     splits = {split: per_file[f] for split, f in family.items()}
-    own = None if p.is_dir() else per_file[p]
+    own = None if p.is_dir() or _SPLIT_RE.search(p.name) else per_file[p]  # a lone file serves every split
     return CaseSource(name=dataset, catalog=catalog, splits=splits, domain=path_domain(str(p)),
                       any_split=own)
 
