@@ -159,7 +159,7 @@ def run_baseline(cfg: BaselineConfig, data_dir: str | None = None) -> dict:
     train, val, test = splits["train"], splits["val"], splits["test"]
     counts = item_counts(train, n_items)
     label = cfg.model if cfg.model != "sasrec" else f"SASRec-{cfg.loss.name.upper()}"
-    name = f"baseline-{source_label(cfg.dataset)}-{cfg.model}" + (f"-{cfg.loss.name}" if cfg.model == "sasrec" else "") \
+    name = f"baseline-{DATASETS.get(cfg.dataset) or source_label(cfg.dataset)}-{cfg.model}" + (f"-{cfg.loss.name}" if cfg.model == "sasrec" else "") \
         + f"-s{cfg.seed}" + (f"-n{cfg.eval_limit}" if cfg.eval_limit is not None else "")
     out = Path(cfg.run_dir or Path("runs") / name)
     out.mkdir(parents=True, exist_ok=True)

@@ -91,9 +91,10 @@ def dataset_domain(dataset: str) -> str:
 
 
 def source_label(dataset: str) -> str:
-    """A short name for run folders (``lastfm-test.json`` -> ``lastfm-test``)."""
-    if dataset in REGISTERED_DOMAINS or dataset in LLARA_NAMES:
-        return LLARA_NAMES.get(dataset, "ml-100k" if dataset in ML100K_NAMES else dataset)
+    """A short name for run folders: a name as it is, a path by its stem (``x/lastfm-test.json``
+    -> ``lastfm-test``, ``own-data/card.yaml`` -> ``card``)."""
+    if "?" not in dataset and not Path(dataset).exists() and re.fullmatch(r"[A-Za-z0-9._-]+", dataset):
+        return dataset
     base = Path(dataset.split("?", 1)[0])
     stem = base.name.split(".")[0] or base.parent.name
     return re.sub(r"[^A-Za-z0-9._-]+", "_", stem) or "dataset"
