@@ -453,3 +453,22 @@ def test_example_study_plans_every_stage_on_the_card():
     assert [s.label for s in stages] == ["lm-base", "sft", "sdpo"]
     assert all(s.config.prompt.domain == "music" for s in stages[1:])
     assert stages[0].config["prompt"] == {"domain": "music"}
+
+
+def test_napo_and_recpo_train_on_a_log(tmp_path):
+    """NAPO (with a SASRec baseline run on the same card and seed) and RecPO (ratings x recency
+    from the log) take a data card like any dataset."""
+    from prefrec.models.lm import save_trained_lm, tiny_lm
+
+    model, tok = tiny_lm(seed=2)
+    save_trained_lm(model, tok, tmp_path / "start" / "final", base="tiny", lora=None)
+    card_ = str(EXAMPLE / "card.yaml")
+    assert main(["-q", "baseline", "--dataset", card_, "--model", "sasrec", "--epochs", "1",
+                 "--run-dir", str(tmp_path / "sasrec")]) == 0
+    common = [f"model={tmp_path / 'start'}", f"dataset={card_}", "max_steps=1", "train_limit=4", "eval_limit=2",
+              "per_device_train_batch_size=2", "plots=false", f"ref_cache_dir={tmp_path / 'rc'}", "threads=1"]
+    assert main(["-q", "napo", f"output_dir={tmp_path / 'napo'}", f"napo.sasrec={tmp_path / 'sasrec'}", *common]) == 0
+    assert main(["-q", "recpo", f"output_dir={tmp_path / 'recpo'}", *common]) == 0
+    for run in ("napo", "recpo"):
+        meta = json.loads((tmp_path / run / "final" / "prefrec_lm.json").read_text())
+        assert meta["dataset"] == card_ and meta["prompt"]["domain"] == "music"
