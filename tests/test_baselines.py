@@ -108,15 +108,23 @@ def test_baseline_cli_end_to_end(monkeypatch, tmp_path, model, capsys):
     torch.set_num_threads(threads)
 
 
-def test_baseline_cli_rejects_unknown_keys_and_datasets(tmp_path):
+def test_baseline_cli_rejects_unknown_keys_and_datasets(tmp_path, data_dir):
     from prefrec.commands.baseline import load_cases
-    from prefrec.errors import ConfigError
+    from prefrec.errors import ConfigError, DataError
 
     args = _parser().parse_args(["baseline", "--model", "random", "train.epoch=3"])
     with pytest.raises(ConfigError, match="epochs"):
         args.func(args)
-    with pytest.raises(ConfigError, match="llara-movielens"):
-        load_cases("llara-movielens")
+    with pytest.raises(DataError, match="unknown dataset"):
+        load_cases("no-such-dataset", data_dir=str(data_dir))
+    # llara-movielens has no training rows: baselines learn from the windows inside the histories
+    splits, n_items = load_cases("llara-movielens", data_dir=str(data_dir))
+    assert len(splits["test"]) > 0 and len(splits["train"]) > 0
+    shown: dict[int, set[int]] = {}
+    for c in splits["val"] + splits["test"]:
+        shown.setdefault(c.user, set()).update(c.history)
+    # every training window lies inside a history: no evaluated target is learned from
+    assert all(c.target in shown[c.user] and set(c.history) <= shown[c.user] for c in splits["train"])
 
 
 def test_lm_eval_cases_selects_the_lm_subsample(monkeypatch):

@@ -66,6 +66,10 @@ def test_resume_gives_identical_results(tmp_path):
     rb = (tmp_path / "b" / "t" / "metrics.jsonl").read_text().splitlines()
     strip = lambda lines: [{k: v for k, v in json.loads(x).items() if k != "seconds"} for x in lines]  # noqa: E731
     assert strip(ra) == strip(rb)
+    # a resume with nothing left to train reports the logged training time, not 0.0
+    again = train_cf(cfg(tmp_path / "b", "train.epochs=4"), splits=splits, resume=True)
+    logged = sum(json.loads(x).get("seconds", 0) for x in rb if json.loads(x).get("split") == "train")
+    assert again["test"] == full["test"] and again["train_seconds"] == round(logged, 1)
 
 
 def test_xsimgcl_resume_is_exact_and_its_keys_need_xsimgcl(tmp_path):

@@ -110,7 +110,7 @@ def test_cli_end_to_end(tok, tmp_path, monkeypatch, capsys):
     model = tiny_model(len(tok))
     seen = {}
 
-    def fake_samples(dataset, split, data_dir=None, limit=None, seed=0):
+    def fake_samples(dataset, split, data_dir=None, limit=None, seed=0, **prompt_options):
         seen.update(dataset=dataset, split=split, limit=limit)
         return make_samples(limit or 5)
 

@@ -274,12 +274,21 @@ class LMRecommender:
         model, self.tokenizer = load_trained_lm(run, options=inference_options(dev))
         self.model = for_inference(model, dev)
         self.meta = _lm_meta(run)
+        from prefrec.lm.runinfo import recorded_style
+
+        self.style = recorded_style(self.meta)  # the prompts the run trained with
 
     def prompt(self, history: Sequence[str], candidates: Sequence[str]) -> str:
-        """The training prompt for this history and candidate list."""
+        """The training prompt for this history and candidate list (chat-wrapped if it trained so)."""
         from prefrec.lm import prompts
+        from prefrec.lm.samples import LMSample
+        from prefrec.lm.styles import chat_wrap
 
-        return prompts.build_prompt(list(history), list(candidates), **_prompt_options(self.meta))
+        text = prompts.build_prompt(list(history), list(candidates), **_prompt_options(self.meta)) \
+            if self.style is None else prompts.build_prompt(list(history), list(candidates), domain=self.style,
+                                                          seed=int(self.meta.get("seed") or 0))
+        sample = LMSample(prompt=text, history=list(history), candidates=list(candidates), target_index=0)
+        return chat_wrap([sample], self.tokenizer, self.style)[0].prompt
 
     @_speaks_python
     def recommend(self, users: Sequence[Any] = (), k: int | None = None, *, history: Sequence[str] = (),

@@ -103,6 +103,9 @@ class LMStudy(Config):
 
     model: str = "smollm2-135m"
     dataset: str = "ml-100k"
+    prompt: dict[str, Any] = {}
+    """Prompt section shared by every LM stage and its evaluation (``prefrec.lm.styles.PromptConfig``:
+    domain, template, chat_template)."""
     sft: dict[str, Any] | None = None
     preference: dict[str, dict[str, Any]] = {}
     """label -> preference config, e.g. ``{sdpo: {loss: sdpo, num_negatives: 3}, dpo: {loss: dpo, num_negatives: 1}}``."""
@@ -228,22 +231,21 @@ def cf_run_config(exp: Experiment, backbone: str, label: str):
         raise ConfigError(f"unknown CF loss {cfg.loss.name!r}", where=where,
                           fix=(f"did you mean {close[0]!r}? " if close else "")
                           + f"use one of {', '.join(CF_LOSSES)} or a label defined under cf.presets")
-    _check_dataset_name(cfg.data.dataset, "cf.base.data.dataset")
+    _check_dataset_name(cfg.data.dataset, "cf.base.data.dataset", exp.data_dir)
     return cfg
 
 
-def _check_dataset_name(name: str, key: str) -> None:
+def _check_dataset_name(name: str, key: str, data_dir: str | None = None) -> None:
     """Fail at load time (not after other stages trained) on a dataset name that cannot work."""
-    from prefrec.data.registry import DATASETS
+    from prefrec.data.registry import ACCEPTED_FORMS, DATASETS, dataset_known
 
-    if name in DATASETS or Path(name).exists():
+    if dataset_known(name, data_dir):
         return
     import difflib
 
     close = difflib.get_close_matches(name, DATASETS.keys(), n=1)
     raise ConfigError(f"unknown dataset {name!r}", where=key,
-                      fix=(f"did you mean {close[0]!r}? " if close else "")
-                      + "see `prefrec data list`, or give a path to a data file/folder")
+                      fix=(f"did you mean {close[0]!r}? " if close else "") + "give " + ACCEPTED_FORMS)
 
 
 def run_label(exp: Experiment, backbone: str, label: str) -> str:
@@ -350,7 +352,10 @@ def _lm_stage_config(cls: type, data: dict, exp: Experiment, where: str, **fixed
         if k in data:
             raise ConfigError(f"{where}.{k} is set by the study", where=where,
                               fix=f"remove {where}.{k}; the study's output_dir/seed/data_dir/threads apply")
-    merged = {"dataset": exp.lm.dataset, **data, **fixed, "seed": exp.seed, "data_dir": resolved_data_dir(exp)}
+    if "prompt" in data:
+        raise ConfigError(f"{where}.prompt is set by the study", where=where, fix="set lm.prompt once for all stages")
+    merged = {"dataset": exp.lm.dataset, **data, **fixed, "seed": exp.seed, "data_dir": resolved_data_dir(exp),
+              "prompt": dict(exp.lm.prompt)}
     if exp.threads is not None:
         merged["threads"] = exp.threads
     return _validate(cls, merged, where)
@@ -362,13 +367,14 @@ def _plan_lm(exp: Experiment, root: Path) -> list[Stage]:
 
     lm = exp.lm
     assert lm is not None
-    _check_dataset_name(lm.dataset, "lm.dataset")
+    _check_dataset_name(lm.dataset, "lm.dataset", exp.data_dir)
     stages: list[Stage] = []
     ev = {"evaluate": lm.evaluate.model_dump(mode="json")}
     stages += _plan_baselines(exp, root, ev)
     if lm.evaluate.base:
         stages.append(Stage(label="lm-base", kind="evaluate-lm", run_dir=root / "lm-base", runner=_run_lm_base,
-                            config={"model": lm.model, "dataset": lm.dataset, "seed": exp.seed}, options=ev))
+                            config={"model": lm.model, "dataset": lm.dataset, "seed": exp.seed,
+                                    **({"prompt": dict(lm.prompt)} if lm.prompt else {})}, options=ev))
     if lm.sft is None:
         if lm.preference:
             raise ConfigError("preference stages start from the SFT model", where="lm.preference",
@@ -437,13 +443,16 @@ def _run_lm_baseline(stage: Stage, resume: bool) -> dict[str, Any]:
     return metrics
 
 
-def _evaluate_lm_stage(stage: Stage, model, tokenizer, dataset: str, seed: int) -> dict[str, Any]:
+def _evaluate_lm_stage(stage: Stage, model, tokenizer, dataset: str, seed: int, prompt=None) -> dict[str, Any]:
     """Evaluate on the study's test cases; flat metrics for the report + ``eval/`` details."""
     from prefrec.lm.evaluate import evaluate_lm
-    from prefrec.lm.prompts import lm_samples
+    from prefrec.lm.prompts import lm_samples, style_for
+    from prefrec.lm.styles import chat_wrap
 
     spec = LMEvalSpec(**stage.options["evaluate"])
-    samples = lm_samples(dataset, spec.split, data_dir=stage.data_dir, limit=spec.limit, seed=seed)
+    style = style_for(dataset, prompt)
+    samples = lm_samples(dataset, spec.split, data_dir=stage.data_dir, limit=spec.limit, seed=seed, prompt=style)
+    samples = chat_wrap(samples, tokenizer, style)
     res = evaluate_lm(model, tokenizer, samples, mode=spec.mode, out_dir=stage.run_dir / "eval",
                       max_new_tokens=spec.max_new_tokens, gen_batch_size=spec.gen_batch_size,
                       rank_batch_size=spec.rank_batch_size, meta={"stage": stage.label, "dataset": dataset})
@@ -462,7 +471,8 @@ def _run_lm_base(stage: Stage, resume: bool) -> dict[str, Any]:
 
     t0 = time.time()
     model, tok = load_reference_model(SimpleNamespace(model=stage.config["model"], seed=stage.config["seed"]))
-    metrics = _evaluate_lm_stage(stage, model, tok, stage.config["dataset"], stage.config["seed"])
+    metrics = _evaluate_lm_stage(stage, model, tok, stage.config["dataset"], stage.config["seed"],
+                                 stage.config.get("prompt"))
     _write_results(stage, metrics, time.time() - t0, model=stage.config["model"],
                    ci=eval_intervals(stage.run_dir / "eval"))
     return metrics
@@ -483,7 +493,7 @@ def _run_lm_training(stage: Stage, resume: bool) -> dict[str, Any]:
     res = train(cfg, resume=resume)
     dev = resolve_device(getattr(cfg, "device", "auto"))
     model, tok = load_trained_lm(stage.run_dir, options=inference_options(dev))
-    metrics = _evaluate_lm_stage(stage, for_inference(model, dev), tok, cfg.dataset, cfg.seed)
+    metrics = _evaluate_lm_stage(stage, for_inference(model, dev), tok, cfg.dataset, cfg.seed, cfg.prompt)
     _write_results(stage, metrics, time.time() - t0, train_steps=res.steps,
                    ci=eval_intervals(stage.run_dir / "eval"), **extra)
     return metrics

@@ -81,7 +81,8 @@ def register(sub) -> None:
         epilog="examples:\n  prefrec baseline --dataset ml-100k --model popularity\n"
                "  prefrec baseline --dataset llara-lastfm --model sasrec --loss psl train.epochs=10\n",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", help="ml-100k (LLaRA-style user split) or llara-lastfm (S-DPO cases)")
+    p.add_argument("--dataset", help="ml-100k (LLaRA-style user split), llara-lastfm (S-DPO cases), an S-DPO "
+                                     "JSON file/folder or an interaction log (data card, table?user=..&item=..)")
     p.add_argument("--model", choices=MODELS)
     p.add_argument("--loss", choices=("bpr", "sl", "sl_paper", "psl", "bsl"), help="SASRec training loss")
     p.add_argument("--seed", type=int)
@@ -96,24 +97,15 @@ def register(sub) -> None:
 
 
 def load_cases(dataset: str, seed: int = 0, data_dir: str | None = None):
-    """``({"train","val","test"}: cases, n_items)`` for a dataset name (the LM side's cases)."""
-    from prefrec.data.registry import load_dataset
-    from prefrec.errors import ConfigError
+    """``({"train","val","test"}: cases, n_items)`` for any LM case source (:mod:`prefrec.lm.sources`:
+    ml-100k, llara-*, S-DPO JSON, logs): the LM side's cases. Without a training split (a lone
+    S-DPO test file) the training cases are the next-item windows inside the histories."""
+    from prefrec.lm.sources import case_source, training_cases
 
-    name = DATASETS.get(dataset)
-    if name is None:
-        raise ConfigError(f"no sequential cases for dataset {dataset!r}", where="dataset",
-                          fix=f"use one of {', '.join(sorted(DATASETS))} (llara-movielens has no training rows)")
-    ds = load_dataset(name, data_dir=data_dir)
-    if name == "ml-100k":
-        from prefrec.data.sequences import ml100k_lm_splits
-
-        splits = ml100k_lm_splits(ds, seed=seed)
-    else:
-        from prefrec.data.sequences import cases_from_llara
-
-        splits = {s: cases_from_llara(ds, s) for s in ("train", "val", "test")}
-    return splits, ds.interactions.n_items
+    src = case_source(dataset, data_dir, seed)
+    splits = {s: src.cases(s) if s in src.splits or src.any_split is not None else [] for s in ("val", "test")}
+    splits["train"] = training_cases(src)
+    return splits, src.n_items
 
 
 def lm_eval_cases(cases, dataset: str, split: str, limit: int | None, seed: int = 0, data_dir=None):
@@ -162,7 +154,9 @@ def baseline_dir(cfg: BaselineConfig) -> Path:
     """``run_dir``, else ``runs/baseline-<dataset>-<model>[-<loss>]-s<seed>[-n<limit>]``."""
     from prefrec.rundir import child
 
-    name = f"baseline-{DATASETS.get(cfg.dataset, cfg.dataset)}-{cfg.model}" \
+    from prefrec.lm.sources import source_label
+
+    name = f"baseline-{DATASETS.get(cfg.dataset) or source_label(cfg.dataset)}-{cfg.model}" \
         + (f"-{cfg.loss.name}" if cfg.model == "sasrec" else "") \
         + f"-s{cfg.seed}" + (f"-n{cfg.eval_limit}" if cfg.eval_limit is not None else "")
     return Path(cfg.run_dir) if cfg.run_dir else child("runs", name, "dataset")
@@ -222,6 +216,11 @@ def _run_baseline(cfg: BaselineConfig, out: Path, data_dir: str | None) -> dict:
                                     out_dir=out / "checkpoints", on_epoch=on_epoch)
     t_fit = time.perf_counter() - t1
     eval_cases = test if cfg.eval_split == "test" else val
+    if not eval_cases:
+        from prefrec.errors import DataError
+
+        raise DataError(f"dataset {cfg.dataset!r} has no {cfg.eval_split} cases", where="eval_split",
+                        fix="give the split's file (e.g. <name>-test.json beside the others) or use another eval_split")
     if cfg.eval_limit is not None:
         eval_cases = lm_eval_cases(eval_cases, cfg.dataset, cfg.eval_split, cfg.eval_limit, cfg.seed, data_dir)
     metrics = evaluate_ranker(ranker, eval_cases, counts=counts)

@@ -25,12 +25,21 @@ def register(sub) -> None:
     p.add_argument("--checkpoint", default="smollm2-135m", metavar="RUN_DIR_OR_MODEL",
                    help="a run directory of `prefrec sft`/`sdpo` (or its final/ folder), a saved model "
                         "folder, or a model name (smollm2-135m = the untuned built-in model)")
-    p.add_argument("--dataset", default="ml-100k", help="dataset name, e.g. ml-100k, lastfm")
+    p.add_argument("--dataset", default=None,
+                   help="ml-100k, llara-lastfm, llara-movielens, an S-DPO JSON file/folder or an interaction log "
+                        "(data card, table?user=..&item=..); default: the run's own dataset, else ml-100k")
     p.add_argument("--split", default="test", choices=["train", "val", "test"],
                    help="dataset split (LM datasets name the validation split 'val')")
     p.add_argument("--mode", default="both", choices=["generate", "rank", "both"])
-    p.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate the first N cases only")
-    p.add_argument("--seed", type=int, default=0, help="seed of candidate sampling / prompt templates")
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="evaluate a seeded random subset of N cases (chosen by --seed, kept in the split's "
+                        "order; the same cases as `prefrec baseline --limit N`)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the split, candidates and prompt templates (default: the run's seed, else 0)")
+    p.add_argument("--domain", help="prompt domain (movie, music, book, product, item); default: the run's "
+                                    "recorded prompts, else the dataset's domain")
+    p.add_argument("--template", metavar="FILE", help="prompt template file (overrides the run's prompts)")
+    p.add_argument("--chat-template", action="store_true", help="wrap prompts in the tokenizer's chat template")
     p.add_argument("--out", metavar="DIR", help="output folder (default: <run>/eval-<dataset>-<split> "
                                                 "for a run directory, else runs/eval-<model>-<dataset>-<split>)")
     p.add_argument("--max-new-tokens", type=int, default=20)
@@ -96,11 +105,11 @@ def popularity_metrics(out_dir: Path, samples, dataset: str, seed: int = 0, data
 
     import numpy as np
 
-    from prefrec.commands.baseline import DATASETS, load_cases
+    from prefrec.commands.baseline import load_cases
     from prefrec.metrics.popularity import popularity_report
     from prefrec.train.sequential import item_counts
 
-    if DATASETS.get(dataset) is None or any(s.item_ids is None for s in samples):
+    if any(s.item_ids is None for s in samples):
         return {}
     splits, n_items = load_cases(dataset, seed, data_dir)
     counts = item_counts(splits["train"], n_items)
@@ -124,18 +133,28 @@ def run(args: argparse.Namespace) -> int:
 
     from prefrec.lm.evaluate import evaluate_lm
     from prefrec.lm.prompts import lm_samples
+    from prefrec.lm.sources import source_label
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    from prefrec.lm.runinfo import eval_inputs
+    from prefrec.lm.styles import chat_wrap
+
     t0 = time.perf_counter()
-    samples = lm_samples(args.dataset, args.split, data_dir=args.data_dir, limit=args.limit, seed=args.seed)
+    given = ({"domain": args.domain, "template": args.template, "chat_template": args.chat_template}
+             if args.domain or args.template or args.chat_template else None)
+    args.dataset, args.seed, style = eval_inputs(args.checkpoint, args.dataset, args.seed, given)
+    samples = lm_samples(args.dataset, args.split, data_dir=args.data_dir, limit=args.limit, seed=args.seed,
+                         prompt=style)
     model, tok, kind = load_model(args.checkpoint, args.device, args.dtype)
+    samples = chat_wrap(samples, tok, style)
     load_s = time.perf_counter() - t0
-    out = Path(args.out) if args.out else default_out(args.checkpoint, args.dataset, args.split, kind == "trained")
+    out = Path(args.out) if args.out else default_out(args.checkpoint, source_label(args.dataset), args.split,
+                                                      kind == "trained")
     res = evaluate_lm(model, tok, samples, mode=args.mode, out_dir=out, max_new_tokens=args.max_new_tokens,
                       gen_batch_size=args.gen_batch_size, rank_batch_size=args.rank_batch_size, rule=args.rule,
                       meta={"checkpoint": args.checkpoint, "kind": kind, "dataset": args.dataset,
-                            "split": args.split, "limit": args.limit, "seed": args.seed,
+                            "split": args.split, "limit": args.limit, "seed": args.seed, "prompt": style.name,
                             "load_seconds": round(load_s, 2), "threads": torch.get_num_threads()},
                       log_every=args.log_every or None)
     if not args.no_popularity:

@@ -22,7 +22,10 @@ COMMON_TAIL = """
 key knobs (key=value overrides, dotted for sections; names follow TRL's DPOConfig):
   model=runs/ml100k_sft          start point: an SFT run dir (uses its final/), a saved model
                                  folder, a model name (smollm2-135m) or 'tiny' (tests)
-  dataset=ml-100k                ml-100k | llara-lastfm | path to S-DPO JSON records
+  dataset=ml-100k                ml-100k | llara-lastfm | S-DPO JSON | Alpaca JSON (dpo/sdpo) |
+                                 your own log: a data card (card.yaml) or "log.csv?user=..&item=.."
+  prompt.domain=music            prompt wording (movie, music, book, product, item) or
+                                 prompt.template=FILE; prompt.chat_template=true for instruct models
   beta=1.0                       reward scale r = beta * (log pi - log pi_ref); must be > 0
   num_negatives=3                K negatives per example, drawn from the 19 non-target candidates
   learning_rate=1e-5 per_device_train_batch_size=4 gradient_accumulation_steps=1

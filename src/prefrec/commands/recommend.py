@@ -11,7 +11,8 @@ def register(sub) -> None:
         description="Use a trained run directory. CF runs (MF/LightGCN/XSimGCL): the top --k items of each "
                     "--users id, items the user trained on masked (as in evaluation). LM runs (sft/sdpo "
                     "stages): the --candidates titles ranked after the --history titles, by the summed "
-                    "log-probability of each title.",
+                    "log-probability of each title, with the prompt the run trained with (its domain or "
+                    "template file and chat wrapping, recorded in <run>/final).",
         epilog='examples:\n  prefrec recommend --run runs/demo/psl --users 1 2 3 --k 10\n'
                '  prefrec recommend --run runs/demo/sdpo --history "Heat (1995)" "Alien (1979)" '
                '--candidates "Toy Story (1995)" "Fargo (1996)" --format json',

@@ -16,8 +16,14 @@ The result feeds the next stages:
   prefrec evaluate-lm --checkpoint <output_dir>/final --dataset ml-100k
   prefrec sdpo --config configs/ml100k_sdpo.yaml model=<output_dir>
 
+The dataset is any LM case source: ml-100k, llara-lastfm, S-DPO or Alpaca JSON, or your own
+interaction log via a data card (dataset=examples/own-data/card.yaml, docs/datasets.md).
+The prompt section (prompt.domain, prompt.template, prompt.chat_template) is recorded in
+final/ and reused by evaluate-lm, recommend and prefrec.load.
+
 examples:
   prefrec sft --config configs/ml100k_sft.yaml --data-dir ../shared/data
+  prefrec sft --config examples/own-data/sft.yaml                # the example listening log
   prefrec sft --config configs/ml100k_sft.yaml train_limit=64 max_steps=8 output_dir=/tmp/sft_smoke
   prefrec sft --config configs/lastfm_sft.yaml learning_rate=1e-4 num_train_epochs=2
   prefrec sft --config configs/ml100k_sft.yaml --resume        # continue a killed run

@@ -99,10 +99,39 @@ def register_dataset(name: str, spec: DatasetSpec) -> None:
     DATASETS[name] = spec
 
 
+def find_irbench(name: str, data_dir: str | Path | None = None) -> Path | None:
+    """``proc.zip`` of an IR-Benchmark dataset that is in the data folder but not registered:
+    ``<data>/ir-benchmark/{iid,ood}/<name>/proc.zip``, else ``<data>/<name>/proc.zip``, else the
+    one ``<name>/proc.zip`` at most three folders deep (several matches are an error)."""
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        return None
+    root = resolve_data_dir(data_dir)
+    for cand in (root / "ir-benchmark" / "iid" / name / "proc.zip", root / "ir-benchmark" / "ood" / name / "proc.zip",
+                 root / name / "proc.zip"):
+        if cand.is_file():
+            return cand
+    hits = sorted(p for depth in ("*/", "*/*/", "*/*/*/") for p in root.glob(f"{depth}{name}/proc.zip") if p.is_file())
+    if len(hits) > 1:
+        raise DataError(f"dataset name {name!r} matches {len(hits)} archives: {', '.join(map(str, hits[:4]))}",
+                        where=str(root), fix="pass the path of the proc.zip you mean as the dataset")
+    return hits[0] if hits else None
+
+
+ACCEPTED_FORMS = ("a registered name (`prefrec data list`); the folder name of any IR-Benchmark proc.zip in "
+                  "the data folder (<data>/ir-benchmark/{iid,ood}/<name>/proc.zip); a path to a file or folder "
+                  "(CSV/TSV/Parquet table, proc.zip, S-DPO JSON, a dataset folder); a data card "
+                  "(card.yaml, see docs/datasets.md) or table?user=COL&item=COL&...")
+
+
 def load_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
-    """Load a dataset by registered name, or by path to a supported file (see readers)."""
+    """Load a dataset by registered name, by the folder name of an IR-Benchmark archive in the
+    data folder, by data card / log spec (:mod:`prefrec.data.logs`), or by path (see readers)."""
     if name in DATASETS:
         return DATASETS[name].load(resolve_data_dir(data_dir))
+    from prefrec.data import logs
+
+    if logs.is_log_spec(name):
+        return logs.read_log(logs.parse_spec(name), need_titles=False)
     p = Path(name)
     if p.exists():
         from prefrec.data import readers
@@ -110,8 +139,20 @@ def load_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
         loader = getattr(readers, "read_path", None)
         if loader is not None:
             return loader(p)
-    close = difflib.get_close_matches(name, DATASETS.keys(), n=1)
-    raise DataError(f"unknown dataset {name!r}", where="dataset",
-                    fix=(f"did you mean {close[0]!r}? " if close else "")
-                    + "see `prefrec data list` for names, or pass a path to a CSV/Parquet/JSON file")
+    found = find_irbench(name, data_dir)
+    if found is not None:
+        from prefrec.data.readers import read_irbench_zip
 
+        return read_irbench_zip(found, name=name)
+    close = difflib.get_close_matches(name, DATASETS.keys(), n=1)
+    raise DataError(f"unknown dataset {name!r} (no registered name, file, or {name}/proc.zip under "
+                    f"{resolve_data_dir(data_dir)})", where="dataset",
+                    fix=(f"did you mean {close[0]!r}? " if close else "") + "give " + ACCEPTED_FORMS)
+
+
+def dataset_known(name: str, data_dir: str | Path | None = None) -> bool:
+    """Whether :func:`load_dataset` can resolve ``name`` without reading the data (config checks)."""
+    from prefrec.data import logs
+
+    return (name in DATASETS or logs.is_log_spec(name) or Path(name).exists()
+            or find_irbench(name, data_dir) is not None)

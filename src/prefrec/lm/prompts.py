@@ -26,7 +26,6 @@ raises; :func:`lm_samples` skips such cases and logs how many.
 
 from __future__ import annotations
 
-import functools
 import logging
 import random
 import re
@@ -86,9 +85,42 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
         "Recently read by the user (in order): {history}. Candidates ({n}): {candidates}. "
         "Name the single best next book for this user. Answer:",
     ),
+    "products": (
+        "A shopper has recently bought these products, oldest first: {history}. "
+        "Out of the {n} products below, pick the one they are most likely to buy next: {candidates}. "
+        "Reply with the exact product name. Answer:",
+        "Purchase history of a customer: {history}. Which of these {n} products should they buy next? "
+        "Options: {candidates}. Answer:",
+        "You are a product recommender. The customer's last purchases were {history}. "
+        "Choose exactly one product from this list of {n} candidates: {candidates}. Answer:",
+        "Given that someone bought {history}, which product from the following {n} would they "
+        "buy next? {candidates}. Answer:",
+        "Recently bought by the customer (in order): {history}. Candidates ({n}): {candidates}. "
+        "Name the single best next product for this customer. Answer:",
+    ),
+    "items": (
+        "A user has recently interacted with these items, oldest first: {history}. "
+        "Out of the {n} items below, pick the one they are most likely to choose next: {candidates}. "
+        "Reply with the exact name. Answer:",
+        "History of a user: {history}. Which of these {n} items should they get next? "
+        "Options: {candidates}. Answer:",
+        "You are a recommender. The user's latest items were {history}. "
+        "Choose exactly one item from this list of {n} candidates: {candidates}. Answer:",
+        "Given that someone chose {history}, which item from the following {n} would they "
+        "choose next? {candidates}. Answer:",
+        "Recent items of the user (in order): {history}. Candidates ({n}): {candidates}. "
+        "Name the single best next item for this user. Answer:",
+    ),
 }
 DOMAIN_ALIASES = {"movie": "movies", "film": "movies", "films": "movies", "artists": "music",
-                  "artist": "music", "lastfm": "music", "book": "books", "goodreads": "books"}
+                  "artist": "music", "lastfm": "music", "book": "books", "goodreads": "books",
+                  "product": "products", "amazon": "products", "shop": "products", "item": "items",
+                  "generic": "items"}
+# words in a file name that give away the domain of imported records (S-DPO JSON)
+_PATH_WORDS = (("music", ("lastfm", "music", "artist", "song", "spotify")),
+               ("movies", ("movie", "movielens", "ml-100k", "ml-1m", "ml100k", "ml1m", "film", "netflix")),
+               ("books", ("book", "goodreads")),
+               ("products", ("amazon", "product", "beauty", "electronic", "health", "steam", "game", "toys")))
 # dataset name -> (domain, loader kind)
 DATASETS = {
     "ml-100k": "movies", "ml100k": "movies", "movielens": "movies", "llara-movielens": "movies",
@@ -97,11 +129,20 @@ DATASETS = {
 
 
 def resolve_domain(domain: str) -> str:
+    if not isinstance(domain, str):  # a PromptStyle
+        return domain.name
     d = DOMAIN_ALIASES.get(domain, domain)
     if d not in TEMPLATES:
         raise ConfigError(f"unknown prompt domain {domain!r}", where="domain",
-                          fix=f"use one of {', '.join(TEMPLATES)}")
+                          fix=f"use one of {', '.join(TEMPLATES)}, or a template file (prompt.template)")
     return d
+
+
+def templates_of(domain) -> tuple[str, ...]:
+    """The templates of a domain name or of a :class:`prefrec.lm.styles.PromptStyle`."""
+    if not isinstance(domain, str):
+        return tuple(domain.templates)
+    return TEMPLATES[resolve_domain(domain)]
 
 
 def template_index(history: Sequence[str], candidates: Sequence[str], seed: int, n_templates: int) -> int:
@@ -113,9 +154,8 @@ def template_index(history: Sequence[str], candidates: Sequence[str], seed: int,
 def build_prompt(history: Sequence[str], candidates: Sequence[str], domain: str = "movies", seed: int = 0,
                  template: int | None = None) -> str:
     """The prompt text for at most the last 10 history titles and the candidate titles."""
-    domain = resolve_domain(domain)
     history = list(history)[-MAX_HISTORY:]
-    temps = TEMPLATES[domain]
+    temps = templates_of(domain)
     k = template_index(history, candidates, seed, len(temps)) if template is None else template % len(temps)
     return temps[k].format(history=SEP.join(history), candidates=SEP.join(candidates), n=len(candidates))
 
@@ -172,7 +212,7 @@ def sample_from_case(case, catalog, *, domain: str = "movies", seed: int = 0, ti
     titles = [fn(catalog.title(i)) for i in cands]
     target_index = cands.index(case.target)
     _check(history, titles, target_index, where)
-    k = template_index(history, titles, seed, len(TEMPLATES[resolve_domain(domain)]))
+    k = template_index(history, titles, seed, len(templates_of(domain)))
     return LMSample(prompt=build_prompt(history, titles, domain, seed, template=k), history=history,
                     candidates=titles, target_index=target_index, user=int(case.user),
                     history_ids=[int(i) for i in hist_ids], item_ids=[int(i) for i in cands],
@@ -185,7 +225,7 @@ def with_prompt(sample: LMSample, *, domain: str = "movies", seed: int = 0) -> L
     history = list(sample.history)[-MAX_HISTORY:]
     _check(history, sample.candidates, sample.target_index, str(sample.extra.get("source", "sample")))
     ids = sample.history_ids[-MAX_HISTORY:] if sample.history_ids else sample.history_ids
-    k = template_index(history, sample.candidates, seed, len(TEMPLATES[resolve_domain(domain)]))
+    k = template_index(history, sample.candidates, seed, len(templates_of(domain)))
     return replace(sample, prompt=build_prompt(history, sample.candidates, domain, seed, template=k),
                    history=history, history_ids=ids,
                    extra={**sample.extra, "truncated": sample.extra.get("truncated", 0), "template": k})
@@ -198,7 +238,7 @@ def fit_prompt(sample: LMSample, tokenizer, max_length: int, *, domain: str = "m
     from prefrec.lm.tokens import encode_answer, encode_prompt
 
     longest = max(len(encode_answer(tokenizer, c)) for c in sample.candidates)
-    temps = TEMPLATES[resolve_domain(domain)]
+    temps = templates_of(domain)
     k = sample.extra.get("template")
     if k is None:
         k = template_index(sample.history, sample.candidates, seed, len(temps))
@@ -234,27 +274,10 @@ def fit_prompts(samples: list[LMSample], tokenizer, max_length: int, *, domain: 
 
 # ----------------------------------------------------------------------------- datasets
 def dataset_domain(dataset: str) -> str:
-    if dataset in DATASETS:
-        return DATASETS[dataset]
-    return "movies"
+    """The prompt domain of a dataset when the config names none (:mod:`prefrec.lm.sources`)."""
+    from prefrec.lm.sources import dataset_domain as _dd
 
-
-@functools.lru_cache(maxsize=4)
-def _ml100k_cases(data_dir: str, seed: int):
-    from prefrec.data.registry import load_dataset
-    from prefrec.data.sequences import ml100k_lm_splits
-
-    ds = load_dataset("ml-100k", data_dir=data_dir)
-    return ds.catalog, ml100k_lm_splits(ds, seed=seed)
-
-
-@functools.lru_cache(maxsize=4)
-def _llara_cases(name: str, data_dir: str, split: str):
-    from prefrec.data.registry import load_dataset
-    from prefrec.data.sequences import cases_from_llara
-
-    ds = load_dataset(name, data_dir=data_dir)
-    return ds.catalog, cases_from_llara(ds, split)
+    return _dd(dataset)
 
 
 def _subsample(n: int, limit: int | None, seed: int) -> list[int]:
@@ -265,53 +288,63 @@ def _subsample(n: int, limit: int | None, seed: int) -> list[int]:
     return sorted(random.Random(f"limit:{seed}").sample(range(n), limit))
 
 
+def style_for(dataset: str, prompt=None, domain: str | None = None):
+    """The :class:`~prefrec.lm.styles.PromptStyle` of a command: its ``prompt:`` section (or a
+    recorded style), else ``domain``, else the dataset's own domain."""
+    from prefrec.lm.styles import PromptConfig, PromptStyle, resolve_style
+
+    if isinstance(prompt, PromptStyle):
+        return prompt
+    if isinstance(prompt, dict):
+        prompt = PromptConfig(**prompt)
+    if domain is not None and not isinstance(domain, str):
+        return domain  # already a style
+    if domain is not None and (prompt is None or (prompt.domain is None and prompt.template is None)):
+        prompt = PromptConfig(domain=domain, chat_template=bool(prompt and prompt.chat_template))
+    return resolve_style(prompt, dataset_domain(dataset))
+
+
 def lm_samples(dataset: str, split: str, *, data_dir=None, limit: int | None = None, seed: int = 0,
-               domain: str | None = None) -> list[LMSample]:
-    """Prompted samples of one split.
+               domain: str | None = None, prompt=None) -> list[LMSample]:
+    """Prompted samples of one split, from any case source (:mod:`prefrec.lm.sources`).
 
     ``dataset``: ``ml-100k`` (LLaRA-style: users split 8:1:1 with ``seed``, sliding windows,
     20 candidates; titles via :func:`movie_title`), ``llara-lastfm`` (S-DPO's exact candidate
-    lists; splits train/val/test), ``llara-movielens`` (val/test), or a path to an S-DPO JSON
-    file (``split`` is then ignored; a folder holding ``<split>.json`` also works).
-    ``seed`` chooses templates (and the ML-100K split); ``limit`` keeps a seeded subsample.
+    lists; train/val/test), ``llara-movielens`` (val/test), an S-DPO JSON file or folder, an
+    interaction log (data card, ``table?user=..``, CSV/Parquet/HF folder), or an Alpaca-style
+    instruction file (:mod:`prefrec.data.alpaca`; prompts as written, no template).
+    ``seed`` chooses templates (and the split of logs and ML-100K); ``limit`` keeps a seeded
+    subsample. ``prompt`` (a ``prompt:`` section or recorded style) or ``domain`` choose the
+    wording; default: the dataset's domain.
     """
-    from prefrec.data.datadir import data_dir as resolve_data_dir
+    from prefrec.data import alpaca
+    from prefrec.lm.sources import case_source, is_json_source, json_split_file
 
-    dom = resolve_domain(domain or dataset_domain(dataset))
-    p = Path(dataset).expanduser()
-    if dataset not in DATASETS and (p.suffix in (".json", ".jsonl") or p.is_dir()):
-        from prefrec.data.readers import read_sdpo_json
-
-        f = p / f"{split}.json" if p.is_dir() else p
-        if not f.exists():
-            raise DataError(f"no such S-DPO JSON file {str(f)!r}", where="dataset",
+    if is_json_source(dataset):
+        p = Path(dataset).expanduser()
+        if not p.exists():
+            raise DataError("no such JSON file or folder", where=dataset,
                             fix="give a JSON file of records with historyList, itemList, trueSelection")
-        raw = read_sdpo_json(f)
-        return [with_prompt(raw[i], domain=dom, seed=seed) for i in _subsample(len(raw), limit, seed)]
-    if dataset not in DATASETS:
-        raise ConfigError(f"unknown LM dataset {dataset!r}", where="dataset",
-                          fix=f"use one of {', '.join(sorted(DATASETS))} or a path to an S-DPO JSON file")
-    root = str(resolve_data_dir(data_dir))
-    title_fn = None
-    if DATASETS[dataset] == "movies":
-        title_fn = movie_title
-    if dataset in ("ml-100k", "ml100k", "movielens"):
-        catalog, splits = _ml100k_cases(root, seed)
-        if split not in splits:
-            raise ConfigError(f"unknown split {split!r}", where="split", fix=f"use one of {', '.join(splits)}")
-        cases = splits[split]
-    else:
-        name = "llara-lastfm" if dataset in ("llara-lastfm", "lastfm") else "llara-movielens"
-        catalog, cases = _llara_cases(name, root, split)
+        f = json_split_file(p, split)
+        if alpaca.is_alpaca_file(f):
+            raw = alpaca.read_alpaca(f)
+            return [raw[i] for i in _subsample(len(raw), limit, seed)]
+    src = case_source(dataset, data_dir, seed)
+    style = style_for(dataset, prompt, domain)
+    cases = src.cases(split)
     out, skipped = [], 0
     for i in _subsample(len(cases), limit, seed):
         try:
-            out.append(sample_from_case(cases[i], catalog, domain=dom, seed=seed, title_fn=title_fn))
+            out.append(sample_from_case(cases[i], src.catalog, domain=style, seed=seed, title_fn=src.title_fn))
         except DataError as e:
             if "appears twice" not in e.what:
                 raise
             skipped += 1
+    if skipped and not out:
+        raise DataError(f"all {skipped} cases of {split!r} have two candidates with the same title", where=dataset,
+                        fix="make the titles unique, e.g. title_format: '{title} by {artist}' in the data card")
     if skipped:
-        log.info("%s/%s: skipped %d of %d cases whose candidates share a title", dataset, split, skipped,
-                 skipped + len(out))
+        (log.warning if skipped * 10 > skipped + len(out) else log.info)(
+            "%s/%s: skipped %d of %d cases whose candidates share a title", dataset, split, skipped,
+            skipped + len(out))
     return out

@@ -343,6 +343,14 @@ class _Jsonl:
 
         keep_rows(self.path, lambda r: r.get("epoch", 0) <= epoch and r.get("split") != "test")
 
+    def train_seconds(self) -> float:
+        """Training seconds of every epoch logged so far (those of a resumed run's earlier
+        process included, so a resume that trains nothing still reports the real cost)."""
+        if not self.path.exists():
+            return 0.0
+        rows = [json.loads(ln) for ln in self.path.read_text().splitlines() if ln.strip()]
+        return float(sum(r.get("seconds", 0.0) for r in rows if r.get("split") == "train"))
+
     def write(self, rec: dict) -> None:
         with self.path.open("a") as f:
             f.write(json.dumps(rec) + "\n")
@@ -519,7 +527,8 @@ def _train_cf(cfg: CFConfig, data_dir, resume: bool, splits: CFSplits | None, ru
     groups = popularity_groups(splits.train.item_counts(), 3)
     test = evaluate(model, splits, splits.test, cfg, groups)
     result = {"test": test, "best_epoch": best_epoch, "best_valid": best if best > -math.inf else None,
-              "train_seconds": round(train_seconds, 1), "wall_seconds": round(time.time() - t0, 1),
+              "train_seconds": round(metrics.train_seconds() if start_epoch else train_seconds, 1),
+              "wall_seconds": round(time.time() - t0, 1),
               "run_dir": str(run), "early_stopped": stopped}
     metrics.write({"epoch": best_epoch, "split": "test", **test})
     (run / "report.md").write_text(render_report(cfg, splits, result))

@@ -59,6 +59,7 @@ from prefrec.config import Config, config_hash
 from prefrec.errors import ConfigError, DataError
 from prefrec.lm.napo import NapoConfig
 from prefrec.lm.recpo import RecpoConfig
+from prefrec.lm.styles import PromptConfig
 from prefrec.rundir import finished_summary, holds_run_dir
 from prefrec.train.engine import (
     Dist,
@@ -101,6 +102,8 @@ class LMTrainConfig(Config):
     train_limit: int | None = Field(200, ge=1)
     eval_limit: int | None = Field(50, ge=0, description="0 = no validation")
     seed: int = Field(0, description="data split + candidates + training; evaluate-lm and baseline default to 0 too")
+    prompt: PromptConfig = Field(default_factory=PromptConfig, description="prompt domain / template file / "
+                                 "chat template; recorded in final/ for evaluate-lm and recommend")
 
     learning_rate: float = Field(1e-5, gt=0)
     lr_scheduler_type: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
@@ -376,7 +379,7 @@ def load_samples(cfg: PreferenceConfig, split: str, limit: int | None, seed: int
 
     if cfg.loss == "recpo" and split == cfg.train_split:
         return recpo_samples(cfg, limit, seed)
-    return lm_samples(cfg.dataset, split, data_dir=cfg.data_dir, limit=limit, seed=seed)
+    return lm_samples(cfg.dataset, split, data_dir=cfg.data_dir, limit=limit, seed=seed, prompt=cfg.prompt)
 
 
 def recpo_samples(cfg: PreferenceConfig, limit: int | None, seed: int) -> list:
@@ -393,8 +396,8 @@ def recpo_samples(cfg: PreferenceConfig, limit: int | None, seed: int) -> list:
     sp = recpo_splits(ds, seed=seed, max_history=sec.max_history, min_history=sec.min_history,
                       decay=sec.decay, max_follow=sec.max_follow, max_cases=sec.max_cases,
                       min_chosen_rating=sec.min_chosen_rating)
-    dom = prompts.resolve_domain(prompts.dataset_domain(cfg.dataset))
-    title_fn = prompts.movie_title if dom == "movies" else None
+    dom = prompts.style_for(cfg.dataset, cfg.prompt)
+    title_fn = prompts.movie_title if cfg.dataset in ("ml-100k", "ml100k", "movielens") else None
 
     def to_sample(case):
         return prompts.sample_from_case(case, ds.catalog, domain=dom, seed=seed, title_fn=title_fn)
@@ -634,6 +637,11 @@ def train_preference(cfg: PreferenceConfig, *, resume: bool = False, model=None,
     if model is None:
         model, tokenizer = load_reference_model(cfg, device=acc.device)
     model = model_to(model, acc.device)
+    from prefrec.lm.prompts import style_for
+    from prefrec.lm.styles import chat_wrap
+
+    train_samples, eval_samples = (chat_wrap(x, tokenizer, style_for(cfg.dataset, cfg.prompt))
+                                   for x in (train_samples, eval_samples))
     check_samples(train_samples, k, tokenizer, where=f"{cfg.dataset}:{cfg.train_split}")
     if eval_samples:
         check_samples(eval_samples, k, tokenizer, where=f"{cfg.dataset}:{cfg.eval_split}")
@@ -800,8 +808,10 @@ def _save_final(model, tokenizer, cfg: PreferenceConfig, run_dir: Path, eval_met
     adapter alone goes to ``adapter/`` (small, for inspection or re-use)."""
     from prefrec.models.lm import save_trained_lm
 
+    from prefrec.lm.runinfo import run_record
+
     extra = {"stage": "preference", "loss": cfg.loss, "beta": cfg.beta, "num_negatives": cfg.num_negatives,
-             "start": cfg.model, "eval": eval_metrics}
+             "start": cfg.model, "eval": eval_metrics, **run_record(cfg)}
     if cfg.use_peft:
         model.save_pretrained(run_dir / "adapter", safe_serialization=True)
         model = model.merge_and_unload()

@@ -170,21 +170,23 @@ def load_sft_samples(cfg: SFTConfig, split: str, limit: int | None) -> list:
     """Prompted samples of ``split`` (:func:`prefrec.lm.prompts.lm_samples`, seeded subsample)."""
     from prefrec.lm.prompts import lm_samples
 
-    return lm_samples(cfg.dataset, split, data_dir=cfg.data_dir, limit=limit, seed=cfg.seed)
+    return lm_samples(cfg.dataset, split, data_dir=cfg.data_dir, limit=limit, seed=cfg.seed, prompt=cfg.prompt)
 
 
 def _fit(samples: list, tokenizer, cfg: SFTConfig, where: str) -> tuple[list, int]:
     """Truncate prompts to ``max_length`` (oldest history first); returns (samples, number cut)."""
-    from prefrec.lm.prompts import dataset_domain, fit_prompts
+    from prefrec.lm.prompts import fit_prompts, style_for
+    from prefrec.lm.styles import chat_wrap
 
+    style = style_for(cfg.dataset, cfg.prompt)
     if cfg.max_length is None or not samples:
-        return samples, 0
+        return chat_wrap(samples, tokenizer, style), 0
     before = [s.extra.get("truncated", 0) for s in samples]
-    out = fit_prompts(list(samples), tokenizer, cfg.max_length, domain=dataset_domain(cfg.dataset), seed=cfg.seed)
+    out = fit_prompts(list(samples), tokenizer, cfg.max_length, domain=style, seed=cfg.seed)
     n_cut = sum(1 for b, s in zip(before, out) if s.extra.get("truncated", 0) > b)
     if n_cut:
         log.warning("%s: %d of %d prompts truncated to max_length=%d", where, n_cut, len(out), cfg.max_length)
-    return out, n_cut
+    return chat_wrap(out, tokenizer, style), n_cut
 
 
 def _fingerprint(examples: Sequence[SFTExample]) -> str:
@@ -212,6 +214,7 @@ def _is_trained_dir(name: str) -> bool:
 def _save_final(model, tokenizer, cfg: SFTConfig, run_dir: Path, extra: dict) -> Path:
     """``final/``: the LoRA adapter + the base name (small), or full weights when the base cannot
     be re-loaded by name (full fine-tuning, or SFT continued from a trained run)."""
+    from prefrec.lm.runinfo import run_record
     from prefrec.models.lm import save_trained_lm
 
     lora = {"r": cfg.lora_r, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout,
@@ -225,7 +228,7 @@ def _save_final(model, tokenizer, cfg: SFTConfig, run_dir: Path, extra: dict) ->
     if not cfg.use_peft:
         lora = None
     return save_trained_lm(model, tokenizer, run_dir / "final", base=base, lora=lora,
-                           extra={"stage": "sft", "dataset": cfg.dataset, "start": cfg.model, **extra})
+                           extra={"stage": "sft", "start": cfg.model, **run_record(cfg), **extra})
 
 
 def make_sft_plots(run_dir: str | Path) -> list[Path]:
