@@ -8,7 +8,10 @@ costs an SFT step of SmolLM2-135M (batch 8 x 213 tokens, one thread): with gradi
 checkpointing the step's peak RSS above its start was 2,983 MiB under the default malloc and
 777 MiB with a fixed 64 KiB threshold (``MALLOC_MMAP_THRESHOLD_=65536``). :func:`tune_malloc`
 sets the same thresholds from inside the process (``mallopt``), which also turns the dynamic
-adjustment off. Elsewhere (macOS, Windows, musl) it does nothing.
+adjustment off. Elsewhere (macOS, Windows, musl) it does nothing. The price is system time (every
+large buffer is a fresh ``mmap``): the README's SFT smoke run with gradient checkpointing went from
+7.37 to 1.45 GiB peak RSS and from 131 to 265 CPU-seconds (docs/results_lm_speed.md, section 4).
+Not called by default: the training engine decides (a proposal in that page).
 """
 
 from __future__ import annotations
