@@ -202,6 +202,14 @@ def test_learning_rate_logged_is_the_one_the_step_used(tmp_path):
     assert lrs == pytest.approx([1e-2, 7.5e-3, 5e-3, 2.5e-3])
 
 
+def test_warmup_starts_above_zero(tmp_path):
+    """Warm-up of 2 steps out of 4 (linear): step 1 trains at lr/2, not at 0 (HF's first value);
+    the peak is reached at the end of warm-up and the decay is HF's."""
+    r, _ = _sft(tmp_path, "warm", max_steps=4, lr_scheduler_type="linear", learning_rate=1e-2, warmup_ratio=0.5)
+    lrs = [r["learning_rate"] for r in _rows(r.run_dir) if "learning_rate" in r]
+    assert lrs == pytest.approx([5e-3, 1e-2, 1e-2, 5e-3])
+
+
 def test_epoch_end_cadence_evaluates_and_saves_every_epoch(tmp_path):
     """8 examples, batch 4: 2 steps per epoch; eval/save at steps 2, 4, 6 (epoch ends + last)."""
     r, _ = _sft(tmp_path, "cad", max_steps=-1, num_train_epochs=3, save_total_limit=5)
