@@ -134,3 +134,22 @@ def test_key_parts_change_with_each_component(model_tok):
     finally:
         with torch.no_grad():
             next(model.parameters()).view(-1)[0] -= 1e-3
+
+
+def test_a_torn_cache_file_is_rebuilt_or_named(model_tok, tmp_path):
+    """A cache file cut short (a kill mid-write on a file system without atomic rename, a copy
+    gone wrong): the automatic cache is computed again; an explicit ref_cache path is refused with
+    a message naming the file, never a traceback."""
+    from prefrec.lm import ref_cache as rc
+
+    model, tok = model_tok
+    samples = make_samples(2)
+    first = rc.load_or_compute(model, tok, samples, cache_dir=tmp_path, verify=0)
+    f = rc.cache_path(tmp_path, first.key)
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    again = rc.load_or_compute(model, tok, samples, cache_dir=tmp_path, verify=0)
+    torch.testing.assert_close(again.logps, first.logps, equal_nan=True)
+    f.write_bytes(b"not a safetensors file")
+    with pytest.raises(rc.CorruptCacheError, match="cannot be read") as e:
+        rc.load_or_compute(model, tok, samples, path=f, verify=0)
+    assert e.value.where == str(f) and "delete the file" in e.value.fix

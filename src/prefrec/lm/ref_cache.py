@@ -76,6 +76,10 @@ class RefCache:
 
 
 # ------------------------------------------------------------------------------------ fingerprints
+class CorruptCacheError(StaleCacheError):
+    """A cache file that cannot be read (a torn write, another file type)."""
+
+
 def _digest_tensor(h: "hashlib._Hash", t: torch.Tensor) -> None:
     """Shape, dtype, float64 sum and norm (computed where the tensor lives) and a strided sample
     of <= 1024 values: enough to tell a fine-tuned model from its base, without copying every
@@ -230,15 +234,22 @@ def load_cache(path: str | Path, expected: dict[str, str] | None = None) -> RefC
     if not path.exists():
         raise StaleCacheError(f"reference cache {str(path)!r} does not exist", where="ref_cache",
                               fix="remove the ref_cache setting to build the cache automatically")
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        tensors = load_file(str(path))
+        tensors["logps"], tensors["n_candidates"]  # noqa: B018 - both must be there
+    except Exception as e:  # noqa: BLE001 - torn write, another file type, missing tensors
+        raise CorruptCacheError(f"the reference cache cannot be read ({type(e).__name__}: {str(e)[:120]})",
+                                where=str(path), fix="delete the file; it is rebuilt automatically") from None
     parts = {k[5:]: v for k, v in meta.items() if k.startswith("part.")}
     if expected is not None:
         what = {"model": "the reference model's weights or config (another SFT run or base model?)",
                 "data": "the training samples' prompts or candidates (another data set, split, limit, "
                         "seed or prompt template?)",
                 "tokenizer": "the tokenizer or the answer tokenization convention",
-                "format": "the cache format version"}
+                "format": "the cache format version",
+                "precision": "the mixed precision it was computed under (fp32 / bf16 / fp16)"}
         diff = [k for k in expected if parts.get(k) != expected[k]]
         if diff:
             raise StaleCacheError(
@@ -247,7 +258,6 @@ def load_cache(path: str | Path, expected: dict[str, str] | None = None) -> RefC
                 where=str(path),
                 fix="delete the file (it is rebuilt automatically) or point ref_cache at the cache "
                     "of this model and data")
-    tensors = load_file(str(path))
     return RefCache(logps=tensors["logps"], n_candidates=tensors["n_candidates"],
                     key=meta.get("key", ""), parts=parts, path=path)
 
@@ -289,11 +299,17 @@ def load_or_compute(model, tokenizer, samples: Sequence[Any], *, cache_dir: str 
     target = Path(path) if path is not None else (cache_path(cache_dir, key) if cache_dir is not None else None)
     world, rank = distributed.world_rank()
     if target is not None and (target.exists() or path is not None):
-        cache = load_cache(target, expected=parts)
-        if verify:
-            verify_rows(cache, model, tokenizer, samples, list(range(min(verify, len(samples)))))
-        log.info("reference log-probs: reusing %s", target)
-        return cache
+        try:
+            cache = load_cache(target, expected=parts)
+        except CorruptCacheError as e:
+            if path is not None:  # the user named this file: say so rather than overwrite it
+                raise
+            log.warning("%s; computing it again", e)
+        else:
+            if verify:
+                verify_rows(cache, model, tokenizer, samples, list(range(min(verify, len(samples)))))
+            log.info("reference log-probs: reusing %s", target)
+            return cache
     t0 = time.perf_counter()
     logps = compute_ref_logps(model, tokenizer, samples, batch_size=batch_size,
                               rows=range(rank, len(samples), world))
