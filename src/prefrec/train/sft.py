@@ -45,7 +45,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -87,6 +87,14 @@ class SFTConfig(LMTrainConfig):
     max_grad_norm: float | None = 1.0
     per_device_train_batch_size: int = Field(8, ge=1)
     lora_dropout: float = Field(0.05, ge=0, lt=1)
+    # listwise objective (prefrec.lm.listwise): softmax over all candidates' answer log-likelihoods
+    objective: Literal["answer_ce", "listwise"] = Field("answer_ce", description="answer_ce = token "
+                                                        "cross-entropy on the target; listwise = softmax over all candidates")
+    listwise_length_norm: bool = Field(False, description="listwise scores = log-likelihood / answer tokens")
+    listwise_tau: float = Field(1.0, gt=0, description="listwise softmax temperature")
+    listwise_ce_weight: float = Field(0.0, ge=0, description="+ this x target token cross-entropy (format)")
+    train_top_layers: int | None = Field(None, ge=1, description="full fine-tuning (use_peft: false) of the top N "
+                                         "blocks + final norm only; null = all parameters")
 
 
 # ----------------------------------------------------------------------------------- data
@@ -336,6 +344,19 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, model=None, tokenizer=Non
     data_fp = _fingerprint(train_ex)
 
     model, params, sched, optimizer, scheduler = setup_training(model, cfg, len(train_ex), dist.world)
+    if cfg.train_top_layers:  # frozen params get no grad, so AdamW skips them
+        from prefrec.lm.listwise import freeze_below
+
+        if cfg.use_peft:
+            raise ConfigError("train_top_layers needs full fine-tuning", where="train_top_layers",
+                              fix="set use_peft: false, or train_top_layers: null")
+        keep = set(freeze_below(model, cfg.train_top_layers))
+        params = {n: p for n, p in params.items() if n in keep}
+    list_ex = None
+    if cfg.objective == "listwise":
+        from prefrec.lm.listwise import encode_listwise, listwise_batch_loss
+
+        list_ex = encode_listwise(tokenizer, train_samples, where=f"{cfg.dataset}:{cfg.train_split}")
     bs, accum, global_micro = sched.batch_size, sched.accum, sched.global_micro
     micro_per_epoch, total_steps, steps_per_epoch = sched.micro_per_epoch, sched.total_steps, sched.steps_per_epoch
 
@@ -385,11 +406,19 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, model=None, tokenizer=Non
         t0 = time.perf_counter()
         micro = [micro_rows(step * accum + m) for m in range(accum)]  # global index: resume is exact
         n_global = sum(len(train_ex[i][1]) for rows in micro for i in rows)
+        if list_ex is not None:  # listwise: mean over the step's examples
+            n_global = sum(len(rows) for rows in micro)
         tot = torch.zeros(3, dtype=torch.float64)  # nll, tokens, correct (this rank)
         for m, chunk_rows in enumerate(micro):
             rows = chunk_rows[dist.rank * bs:(dist.rank + 1) * bs]
             torch.manual_seed(_micro_seed(cfg.seed, step * accum + m, dist.rank))
-            nll, n, c = answer_nll(model, collate_sft([train_ex[i] for i in rows], pad_id))
+            if list_ex is None:
+                nll, n, c = answer_nll(model, collate_sft([train_ex[i] for i in rows], pad_id))
+            else:  # loss summed over rows; "tokens" = rows; "correct" = rows whose target ranks first
+                nll, st = listwise_batch_loss(model, [list_ex[i] for i in rows], pad_id,
+                                              length_norm=cfg.listwise_length_norm, tau=cfg.listwise_tau,
+                                              ce_weight=cfg.listwise_ce_weight)
+                n, c = len(rows), round(st["hit@1"] * len(rows))
             bad = torch.tensor([0.0 if math.isfinite(nll.item()) else 1.0])
             if dist.sum_(bad).item() > 0:
                 raise TrainingError(
