@@ -113,3 +113,25 @@ def test_sft_listwise_objective_trains(tiny, tmp_path):
         train_sft(SFTConfig(output_dir=str(tmp_path / "bad"), model="tiny", max_steps=1, train_top_layers=1,
                             use_peft=True, eval_limit=0, plots=False),
                   model=tiny_lm(tiny[1], seed=0)[0], tokenizer=tok, train_samples=s, eval_samples=[])
+
+
+def test_untied_head_trains_and_round_trips(tiny, tmp_path):
+    """train_lm_head: the head gets its own weights (embeddings untouched), and the saved model
+    loads back untied with the same logits."""
+    from prefrec.lm.listwise import freeze_below
+    from prefrec.models.lm import load_trained_lm, save_trained_lm, tiny_lm
+
+    model, tok = tiny_lm(tiny[1], seed=0, initializer_range=0.3)
+    emb0 = model.get_input_embeddings().weight.detach().clone()
+    names = freeze_below(model, 1, head=True)
+    assert "lm_head.weight" in names
+    assert model.get_output_embeddings().weight is not model.get_input_embeddings().weight
+    with torch.no_grad():
+        model.get_output_embeddings().weight.add_(0.5)
+    assert torch.equal(model.get_input_embeddings().weight, emb0)
+    save_trained_lm(model, tok, tmp_path / "m", base="tiny-full", lora=None)
+    back, _ = load_trained_lm(tmp_path / "m")
+    ids = torch.tensor([[1, 5, 9, 7]])
+    model.eval()
+    assert torch.allclose(back(input_ids=ids).logits, model(input_ids=ids).logits, atol=1e-5)
+    assert not torch.equal(back.get_output_embeddings().weight, back.get_input_embeddings().weight)

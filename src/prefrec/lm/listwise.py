@@ -27,7 +27,7 @@ import torch
 from prefrec.errors import ConfigError, DataError
 from prefrec.losses import listwise_softmax
 
-__all__ = ["ListwiseExample", "encode_listwise", "listwise_batch_loss", "freeze_below"]
+__all__ = ["ListwiseExample", "encode_listwise", "listwise_batch_loss", "freeze_below", "untie_head"]
 
 
 @dataclass
@@ -82,17 +82,40 @@ def _blocks(model) -> torch.nn.ModuleList:
     return layers
 
 
-def freeze_below(model, n: int) -> list[str]:
+def untie_head(model) -> None:
+    """Give the LM head its own copy of the (tied) input embedding matrix, so the head can be
+    trained without gradients flowing back to the input embeddings (which would run the backward
+    pass through every frozen block). ``config.tie_word_embeddings`` is cleared so a saved model
+    loads back untied."""
+    head, emb = model.get_output_embeddings(), model.get_input_embeddings()
+    if head is None or emb is None:
+        raise ConfigError(f"{type(model).__name__} has no input/output embeddings", where="train_lm_head",
+                          fix="use a causal LM with an lm_head, or train_lm_head: false")
+    if head.weight is emb.weight or head.weight.data_ptr() == emb.weight.data_ptr():
+        head.weight = torch.nn.Parameter(emb.weight.detach().clone())
+    model.config.tie_word_embeddings = False
+    text = getattr(model.config, "get_text_config", None)
+    if text is not None:
+        text().tie_word_embeddings = False
+
+
+def freeze_below(model, n: int, *, head: bool = False) -> list[str]:
     """Keep ``requires_grad`` only on the top ``n`` blocks and the final norm (full fine-tuning);
     embeddings (tied to the LM head in SmolLM2) stay frozen so the backward pass stops at the
-    lowest trained block. Returns the names of the trainable parameters."""
+    lowest trained block. ``head=True`` unties the LM head (:func:`untie_head`) and trains it too
+    (a direct per-token bias path: cheap, only the kept answer positions reach it).
+    Returns the names of the trainable parameters."""
     layers = _blocks(model)
     if not 1 <= n <= len(layers):
         raise ConfigError(f"train_top_layers={n} but the model has {len(layers)} blocks", where="train_top_layers",
                           fix=f"use 1..{len(layers)}, or null for all parameters")
     for p in model.parameters():
         p.requires_grad_(False)
+    if head:
+        untie_head(model)
     keep = [*layers[len(layers) - n:]]
+    if head:
+        keep.append(model.get_output_embeddings())
     norm = getattr(model.model, "norm", None)
     if norm is not None:
         keep.append(norm)

@@ -95,6 +95,7 @@ class SFTConfig(LMTrainConfig):
     listwise_ce_weight: float = Field(0.0, ge=0, description="+ this x target token cross-entropy (format)")
     train_top_layers: int | None = Field(None, ge=1, description="full fine-tuning (use_peft: false) of the top N "
                                          "blocks + final norm only; null = all parameters")
+    train_lm_head: bool = Field(False, description="with train_top_layers: untie and train the LM head too")
 
 
 # ----------------------------------------------------------------------------------- data
@@ -350,7 +351,7 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, model=None, tokenizer=Non
         if cfg.use_peft:
             raise ConfigError("train_top_layers needs full fine-tuning", where="train_top_layers",
                               fix="set use_peft: false, or train_top_layers: null")
-        keep = set(freeze_below(model, cfg.train_top_layers))
+        keep = set(freeze_below(model, cfg.train_top_layers, head=cfg.train_lm_head))
         params = {n: p for n, p in params.items() if n in keep}
     list_ex = None
     if cfg.objective == "listwise":
