@@ -109,6 +109,15 @@ def test_sft_listwise_objective_trains(tiny, tmp_path):
     s = _samples(8)
     res = train_sft(cfg, model=model, tokenizer=tok, train_samples=s, eval_samples=[])
     assert res.steps == 6 and math.isfinite(res.final_metrics["loss"])
+    # train_lm_head: the (untied) head moves, the input embeddings and lower blocks do not
+    model, tok = tiny_lm(tiny[1], seed=0, initializer_range=0.3)
+    emb0 = model.get_input_embeddings().weight.detach().clone()
+    low0 = model.model.layers[0].mlp.up_proj.weight.detach().clone()
+    train_sft(cfg.model_copy(update={"output_dir": str(tmp_path / "head"), "train_lm_head": True}), model=model,
+              tokenizer=tok, train_samples=s, eval_samples=[])
+    assert torch.equal(model.get_input_embeddings().weight, emb0)
+    assert torch.equal(model.model.layers[0].mlp.up_proj.weight, low0)
+    assert not torch.equal(model.get_output_embeddings().weight, emb0)
     with pytest.raises(ConfigError):
         train_sft(SFTConfig(output_dir=str(tmp_path / "bad"), model="tiny", max_steps=1, train_top_layers=1,
                             use_peft=True, eval_limit=0, plots=False),

@@ -344,6 +344,13 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, model=None, tokenizer=Non
     pad_id = tokenizer.pad_token_id
     data_fp = _fingerprint(train_ex)
 
+    if cfg.train_lm_head:  # untie BEFORE the optimizer is built, so it holds the head's own weights
+        from prefrec.lm.listwise import untie_head
+
+        if not cfg.train_top_layers:
+            raise ConfigError("train_lm_head needs train_top_layers", where="train_lm_head",
+                              fix="set train_top_layers (and use_peft: false), or train_lm_head: false")
+        untie_head(model)
     model, params, sched, optimizer, scheduler = setup_training(model, cfg, len(train_ex), dist.world)
     if cfg.train_top_layers:  # frozen params get no grad, so AdamW skips them
         from prefrec.lm.listwise import freeze_below
