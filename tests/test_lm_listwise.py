@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from prefrec.errors import ConfigError
-from prefrec.lm.samples import LMSample
 from prefrec.losses import listwise_softmax, softmax_loss
+from test_sft import _samples as sft_samples  # tiny prompts with 6 candidates of different lengths
 
 
 def test_listwise_softmax_matches_formula():
@@ -39,19 +39,6 @@ def test_listwise_softmax_bad_input():
         listwise_softmax(torch.zeros(2, 3), torch.zeros(2), tau=0.0)
 
 
-def _samples(n: int) -> list[LMSample]:
-    g = torch.Generator().manual_seed(1)
-    out = []
-    for i in range(n):
-        ids = torch.randperm(40, generator=g)[:9].tolist()
-        hist, cands = ids[:2 + i % 3], ids[4:]
-        out.append(LMSample(prompt=f"User watched {', '.join(f'Movie {h}' for h in hist)}. Next? Answer:",
-                            history=[f"Movie {h}" for h in hist],
-                            candidates=[f"Movie {c}" + " Part II" * (j % 2) for j, c in enumerate(cands)],
-                            target_index=i % 5, user=i))
-    return out
-
-
 @pytest.fixture(scope="module")
 def tiny():
     from prefrec.models.lm import tiny_lm
@@ -69,7 +56,7 @@ def test_batch_loss_matches_naive_scoring(tiny, length_norm):
 
     model, tok = tiny
     model.eval()
-    s = _samples(3)
+    s = sft_samples(3, 1)
     ex = encode_listwise(tok, s, "t")
     loss, st = listwise_batch_loss(model, ex, tok.pad_token_id, length_norm=length_norm, tau=0.7, ce_weight=0.3)
     g1 = torch.autograd.grad(loss, [p for p in model.parameters()], allow_unused=True)
@@ -106,7 +93,7 @@ def test_sft_listwise_objective_trains(tiny, tmp_path):
     cfg = SFTConfig(output_dir=str(tmp_path / "lw"), model="tiny", max_steps=6, per_device_train_batch_size=4,
                     learning_rate=1e-3, warmup_ratio=0.0, plots=False, objective="listwise",
                     listwise_ce_weight=0.5, use_peft=False, train_top_layers=1, eval_limit=0, save_final_model=False)
-    s = _samples(8)
+    s = sft_samples(8, 1)
     res = train_sft(cfg, model=model, tokenizer=tok, train_samples=s, eval_samples=[])
     assert res.steps == 6 and math.isfinite(res.final_metrics["loss"])
     # train_lm_head: the (untied) head moves, the input embeddings and lower blocks do not
