@@ -28,7 +28,7 @@ Tensor = torch.Tensor
 LossFn = Callable[..., Tensor]
 
 __all__ = ["bpr", "softmax_loss", "psl", "bsl", "dpo", "sdpo", "napo_margin", "recpo_margin",
-           "adv_infonce", "adv_hardness_log_weights", "llpauc",
+           "adv_infonce", "adv_hardness_log_weights", "llpauc", "listwise_softmax",
            "LOSS_NAMES", "MINMAX_LOSSES", "MINMAX_DEFAULTS", "make_loss", "make_minmax_loss", "reduce_rows"]
 
 
@@ -285,6 +285,26 @@ def make_minmax_loss(name: str, **hyper) -> LossFn:
                                                                       neg_weight=lam)
     alpha, beta, kappa = float(h["alpha"]), float(h["beta"]), float(h["kappa"])
     return lambda p, n, m=None, *, params: llpauc(p, n, m, params=params, alpha=alpha, beta=beta, kappa=kappa)
+
+
+def listwise_softmax(logps: Tensor, target: Tensor, lengths: Tensor | None = None, *,
+                     tau: float = 1.0) -> Tensor:
+    """Reference-free listwise softmax over ALL candidates of a row (an LM ranking objective):
+    ``-log softmax_c(s_c / tau)[target]`` with ``s_c = logps[:, c]`` (summed answer log-prob) or,
+    when ``lengths`` (answer tokens per candidate) is given, ``s_c = logps[:, c] / lengths[:, c]``
+    (length-normalised). Trains exactly what rank evaluation reads: the order of the candidates'
+    likelihoods given one shared prompt. Returns (B,).
+
+    Same value as ``softmax_loss(pos, neg, include_positive=True, tau=tau)`` on those scores;
+    kept separate because its input is the (B, C) candidate matrix, not (pos, neg).
+    """
+    if logps.dim() != 2 or target.shape != logps.shape[:1]:
+        raise ValueError(f"expected logps (B, C) and target (B,); got {tuple(logps.shape)} and {tuple(target.shape)}")
+    if tau <= 0:
+        raise ConfigError(f"tau={tau}", where="listwise_softmax", fix="use a temperature > 0")
+    s = logps if lengths is None else logps / lengths.to(logps.dtype).clamp_min(1.0)
+    s = s / tau
+    return torch.logsumexp(s, dim=1) - s.gather(1, target.long().unsqueeze(1)).squeeze(1)
 
 
 def reduce_rows(per_row: Tensor) -> Tensor:

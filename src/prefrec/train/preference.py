@@ -476,13 +476,17 @@ def _trainable(model) -> dict[str, torch.nn.Parameter]:
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
 
-def setup_training(model, cfg, n_train: int, world: int, device: torch.device | None = None):
+def setup_training(model, cfg, n_train: int, world: int, device: torch.device | None = None,
+                   keep_only=None):
     """Trainable model (LoRA or full) on ``device``, its parameters, the step schedule, AdamW and
-    the LR scheduler -- the part of a run that is the same for SFT and preference training."""
+    the LR scheduler -- the part of a run that is the same for SFT and preference training.
+    ``keep_only(model)`` (SFT's ``train_top_layers``) freezes all but the names it returns."""
     model = attach_trainable(model, cfg)
     if device is not None and not _placed_by_loader(model):
         model.to(device)
     model.train()
+    if keep_only is not None:
+        keep_only(model)
     params = _trainable(model)
     if not params:
         raise ConfigError("the model has no trainable parameters", where="use_peft/lora_target_modules",

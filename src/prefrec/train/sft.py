@@ -42,7 +42,7 @@ import os
 import random
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -95,6 +95,15 @@ class SFTConfig(LMTrainConfig):
     max_grad_norm: float | None = 1.0
     per_device_train_batch_size: int = Field(8, ge=1)
     lora_dropout: float = Field(0.05, ge=0, lt=1)
+    # listwise objective (prefrec.lm.listwise): softmax over all candidates' answer log-likelihoods
+    objective: Literal["answer_ce", "listwise"] = Field("answer_ce", description="answer_ce = token "
+                                                        "cross-entropy on the target; listwise = softmax over all candidates")
+    listwise_length_norm: bool = Field(False, description="listwise scores = log-likelihood / answer tokens")
+    listwise_tau: float = Field(1.0, gt=0, description="listwise softmax temperature")
+    listwise_ce_weight: float = Field(0.0, ge=0, description="+ this x target token cross-entropy (format)")
+    train_top_layers: int | None = Field(None, ge=1, description="full fine-tuning (use_peft: false) of the top N "
+                                         "blocks + final norm only; null = all parameters")
+    train_lm_head: bool = Field(False, description="with train_top_layers: untie and train the LM head too")
 
 
 # ----------------------------------------------------------------------------------- data
@@ -335,7 +344,30 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, model=None, tokenizer=Non
     pad_id = tokenizer.pad_token_id
     data_fp = _fingerprint(train_ex)
 
-    model, params, sched, optimizer, scheduler = setup_training(model, cfg, len(train_ex), dist.world, acc.device)
+    if cfg.train_lm_head:  # untie BEFORE the optimizer is built, so it holds the head's own weights
+        from prefrec.lm.listwise import untie_head
+
+        if not cfg.train_top_layers:
+            raise ConfigError("train_lm_head needs train_top_layers", where="train_lm_head",
+                              fix="set train_top_layers (and use_peft: false), or train_lm_head: false")
+        untie_head(model)
+    keep_only = None
+    if cfg.train_top_layers:  # frozen params get no grad; the optimizer holds only the top blocks
+        from prefrec.lm.listwise import freeze_below
+
+        if cfg.use_peft:
+            raise ConfigError("train_top_layers needs full fine-tuning", where="train_top_layers",
+                              fix="set use_peft: false, or train_top_layers: null")
+
+        def keep_only(m):
+            return freeze_below(m, cfg.train_top_layers, head=cfg.train_lm_head)
+    model, params, sched, optimizer, scheduler = setup_training(model, cfg, len(train_ex), dist.world, acc.device,
+                                                                keep_only=keep_only)
+    list_ex = None
+    if cfg.objective == "listwise":
+        from prefrec.lm.listwise import encode_listwise, listwise_batch_loss
+
+        list_ex = encode_listwise(tokenizer, train_samples, where=f"{cfg.dataset}:{cfg.train_split}")
     scaler = make_scaler(acc)
     bs, accum, global_micro, micro_per_epoch = sched.batch_size, sched.accum, sched.global_micro, sched.micro_per_epoch
 
@@ -377,17 +409,23 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, model=None, tokenizer=Non
         order = _epoch_order(len(train_ex), cfg.seed, epoch, global_micro)
         return order[within * global_micro:(within + 1) * global_micro]
 
-    # the loss of a step is normalised by the answer tokens of the whole GLOBAL batch (module docstring)
+    # the loss of a step is normalised by the answer tokens of the whole GLOBAL batch (module
+    # docstring); listwise: by its number of examples ("tokens" = rows, "correct" = target ranked first)
     n_global: dict[int, int] = {}
 
     def micro(g: int, rows: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
         step_of = g // accum
         if step_of not in n_global:
             n_global.clear()
-            n_global[step_of] = sum(len(train_ex[i][1]) for m in range(accum)
-                                    for i in global_rows(step_of * accum + m))
+            step_rows = [i for m in range(accum) for i in global_rows(step_of * accum + m)]
+            n_global[step_of] = len(step_rows) if list_ex is not None else sum(len(train_ex[i][1]) for i in step_rows)
         torch.manual_seed(_micro_seed(cfg.seed, g, dist.rank))
-        nll, n, c = answer_nll(model, collate_sft([train_ex[i] for i in rows], pad_id))
+        if list_ex is None:
+            nll, n, c = answer_nll(model, collate_sft([train_ex[i] for i in rows], pad_id))
+        else:
+            nll, st = listwise_batch_loss(model, [list_ex[i] for i in rows], pad_id, length_norm=cfg.listwise_length_norm,
+                                          tau=cfg.listwise_tau, ce_weight=cfg.listwise_ce_weight)
+            n, c = len(rows), round(st["hit@1"] * len(rows))
         return nll / n_global[step_of], {"nll": nll.item(), "tokens": n, "correct": c, "loss_value": nll.item()}
 
     def summarize(sums: dict[str, float]) -> dict[str, float]:
