@@ -26,9 +26,10 @@ Floors (issue 17), measured in the same run, each op timed alone on the batch's 
 Each is also printed without the Adam step (the arithmetic-only floor).
 
 Baselines measured in the same run (same data, same process, same sampler):
-- previous path: prefrec before issue 17 (per-row: dense (B, |I|) scoring, which ``auto`` picked
-  at 1000 negatives; both modes: autograd ``F.normalize``); run interleaved with the current
-  path, ``--rounds`` alternating blocks, so load changes hit both alike.
+- previous path: prefrec's choices before issue 17 (per-row: dense (B, |I|) scoring, which
+  ``auto`` picked at 1000 negatives; both modes: autograd ``F.normalize`` and the unblocked fused
+  loss; the sampler's batch-local search is not toggled, it is ~0.01 s of the per-row gap), run
+  interleaved with the current path, ``--rounds`` alternating blocks, so load changes hit both.
 - naive per-row step: un-normalised tables, gather (B, N, d) and ``F.cosine_similarity`` (the
   peer's computation), the autograd loss of :mod:`prefrec.losses`, plain ``torch.optim.Adam``;
   ``--naive-batches`` batches after one warm-up.
@@ -118,6 +119,7 @@ def main(argv=None) -> int:
     ap.add_argument("--shared-batches", type=int, default=100, help="timed shared-mode batches")
     ap.add_argument("--rounds", type=int, default=2, help="alternating current/previous blocks per mode")
     ap.add_argument("--floor-reps", type=int, default=10)
+    ap.add_argument("--no-eval", action="store_true", help="skip the evaluation section")
     args = ap.parse_args(argv)
 
     import torch
@@ -185,7 +187,9 @@ def main(argv=None) -> int:
     # -- prefrec per-row and shared (train/cf.py batch_loss, the trainer's optimiser/workspace) --
     import prefrec.cf.normalize as norm_mod
 
-    fast_norm = norm_mod.normalize_rows
+    import prefrec.cf.fused as fused_mod
+
+    fast_norm, block_rows = norm_mod.normalize_rows, fused_mod.BLOCK_ROWS
 
     def make_runner(mode: str, scoring: str, previous: bool):
         model = build_model(cfg, splits)
@@ -196,6 +200,7 @@ def main(argv=None) -> int:
 
         def run(n: int) -> tuple[float, float]:
             norm_mod.normalize_rows = (lambda x: F.normalize(x, dim=1)) if previous else fast_norm
+            fused_mod.BLOCK_ROWS = 1 << 30 if previous else block_rows
             try:
                 with Timer() as t:
                     for _ in range(n):
@@ -208,7 +213,7 @@ def main(argv=None) -> int:
                         state["last"] = loss.item()
                         state["b"] += 1
             finally:
-                norm_mod.normalize_rows = fast_norm
+                norm_mod.normalize_rows, fused_mod.BLOCK_ROWS = fast_norm, block_rows
             return t.wall, t.cpu
 
         run.model, run.state, run.sampler, run.opt = model, state, sampler, opt
@@ -276,7 +281,7 @@ def main(argv=None) -> int:
     print(f"            extrapolated epoch = {per_row_s:.3f} s x {n_batches} batches = "
           f"{per_row_s * n_batches:.0f} s ({per_row_s * n_batches / 60:.1f} min) wall, "
           f"{per_row_cpu * n_batches / 60:.1f} CPU-min")
-    print(f"previous  : {prev_s:.3f} s/batch wall ({prev_cpu:.3f} s CPU) (dense scoring + autograd F.normalize, "
+    print(f"previous  : {prev_s:.3f} s/batch wall ({prev_cpu:.3f} s CPU) (dense scoring, autograd F.normalize, unblocked loss; "
           f"interleaved in {args.rounds} rounds) -> {prev_cpu / per_row_cpu:.2f}x CPU, {prev_s / per_row_s:.2f}x wall")
     print(f"floor     : {floor_pr:.4f} CPU-s = rand {fl['rand']:.4f} + 3 bags {fl['bag3']:.4f} + exp {fl['exp']:.4f} "
           f"+ Adam {fl['adam']:.4f} -> prefrec at {per_row_cpu / floor_pr:.2f}x its floor "
@@ -296,7 +301,7 @@ def main(argv=None) -> int:
           f"{args.warmup} warm-up; last loss {sh_last:.4f}")
     print(f"            extrapolated epoch = {sh_s:.3f} s x {n_batches} = {sh_s * n_batches:.1f} s wall "
           f"({sh_cpu * n_batches:.1f} CPU-s); goal < 30 s/epoch")
-    print(f"previous  : {psh_s:.3f} s/batch wall ({psh_cpu:.4f} s CPU) (autograd F.normalize, interleaved) -> "
+    print(f"previous  : {psh_s:.3f} s/batch wall ({psh_cpu:.4f} s CPU) (autograd F.normalize, unblocked loss; interleaved) -> "
           f"{psh_cpu / sh_cpu:.2f}x CPU")
     print(f"floor     : {floor_sh:.4f} CPU-s = 3 matmuls {fl['mm3']:.4f} + exp {fl['exp']:.4f} + Adam {fl['adam']:.4f} "
           f"-> prefrec at {sh_cpu / floor_sh:.2f}x its floor ({sh_cpu / (floor_sh - fl['adam']):.2f}x the "
@@ -304,6 +309,9 @@ def main(argv=None) -> int:
     print(f"speed-up  : {naive_s / sh_s:.0f}x vs the naive per-row baseline in this run (different protocol: shared set)")
 
     # -- evaluation (on the model from the shared-mode batches above) -----------------------------
+    if args.no_eval:
+        print(f"\nload average at end {load_avg()}.")
+        return 0
     evaluate(model, splits, splits.valid, cfg)  # warm-up
     with Timer() as t:
         m = evaluate(model, splits, splits.valid, cfg)

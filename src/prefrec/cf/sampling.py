@@ -45,8 +45,7 @@ class NegativeSampler:
             raise ConfigError("noise_p > 0 needs false negatives", where="data.noise_p",
                               fix="set data.noise_fraction (the share of training items that become false negatives)")
         within = np.arange(len(train)) - np.repeat(train.indptr[:-1], counts)
-        keys = train.users * train.n_items + (train.indices - within)
-        self.keys = torch.from_numpy(keys)
+        self.adjusted = torch.from_numpy(train.indices - within)  # p_k - k, nondecreasing per user
         self.indptr = torch.from_numpy(train.indptr)
         self.counts = torch.from_numpy(counts)
         self.indices = torch.from_numpy(train.indices)
@@ -64,12 +63,30 @@ class NegativeSampler:
         avail = (self.n_items - self.counts[users]).unsqueeze(1)  # (B, 1) >= 1
         r = (torch.rand(len(users), n, generator=self.generator, dtype=torch.float64) * avail).long()
         r = torch.minimum(r, avail - 1)
-        base = users.unsqueeze(1) * self.n_items
-        below = torch.searchsorted(self.keys, base + r, right=True) - self.indptr[users].unsqueeze(1)
-        items = r + below
+        items = r + self._below(users, r)
         if self.noise_p > 0:
             items = self._inject_false_negatives(users, items)
         return items
+
+    def _below(self, users: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        """``#{k : p_k - k <= r}`` per draw, by one ``searchsorted`` over the batch's own users' keys.
+
+        Why batch-local: a search over all training pairs (Gowalla: 737k int64 keys, 5.9 MB) misses
+        the cache at every draw; the batch's distinct users hold ~60k pairs, searched as int32
+        keys ``(local user) * |I| + p_k - k`` (measured 0.047 -> 0.038 CPU-s per 1024 x 1000 draws).
+        Same counts as the global search (tests/test_cf_sampling.py)."""
+        uu, inv = torch.unique(users, return_inverse=True)
+        cnt = self.counts[uu]
+        ends = torch.cumsum(cnt, 0)
+        starts = ends - cnt
+        total = int(ends[-1]) if len(ends) else 0
+        n = self.n_items
+        idx = torch.int32 if (len(uu) + 1) * n < 2**31 else torch.int64
+        seg = torch.repeat_interleave(torch.arange(len(uu), dtype=idx), cnt, output_size=total)
+        src = torch.repeat_interleave(self.indptr[uu] - starts, cnt, output_size=total) + torch.arange(total)
+        keys = seg.mul_(n).add_(self.adjusted[src].to(idx))
+        query = r.to(idx, copy=True).add_(inv.to(idx).unsqueeze(1) * n)
+        return torch.searchsorted(keys, query, right=True).sub_(starts[inv].unsqueeze(1))
 
     def _inject_false_negatives(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         fc = self.fn_counts[users].unsqueeze(1)
