@@ -28,7 +28,8 @@ Each is also printed without the Adam step (the arithmetic-only floor).
 Baselines measured in the same run (same data, same process, same sampler):
 - previous path: prefrec's choices before issue 17 (per-row: dense (B, |I|) scoring, which
   ``auto`` picked at 1000 negatives; both modes: autograd ``F.normalize`` and the unblocked fused
-  loss; the sampler's batch-local search is not toggled, it is ~0.01 s of the per-row gap), run
+  loss; the sampler's per-batch count table is toggled off, its batch-local search is not: the
+  old global search was ~0.01 s slower per 1M draws), run
   interleaved with the current path, ``--rounds`` alternating blocks, so load changes hit both.
 - naive per-row step: un-normalised tables, gather (B, N, d) and ``F.cosine_similarity`` (the
   peer's computation), the autograd loss of :mod:`prefrec.losses`, plain ``torch.optim.Adam``;
@@ -120,6 +121,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=2, help="alternating current/previous blocks per mode")
     ap.add_argument("--floor-reps", type=int, default=10)
     ap.add_argument("--no-eval", action="store_true", help="skip the evaluation section")
+    ap.add_argument("--dataset", default="gowalla", help="any CF dataset name (the doc's figures are for gowalla)")
     args = ap.parse_args(argv)
 
     import torch
@@ -133,8 +135,8 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     cfg = CFConfig.model_validate({
-        "name": "bench-gowalla", "seed": 2024,
-        "data": {"dataset": "gowalla", "valid": "holdout"},
+        "name": f"bench-{args.dataset}", "seed": 2024,
+        "data": {"dataset": args.dataset, "valid": "holdout"},
         "model": {"name": "mf", "dim": 64, "norm": True},
         "loss": {"name": "psl", "activation": "tanh", "tau": 0.05},
         "train": {"epochs": 1, "batch_size": 1024, "lr": 0.1, "negatives": 1000, "negative_mode": "per_row",
@@ -146,7 +148,7 @@ def main(argv=None) -> int:
         splits = load_splits(cfg, args.data_dir)
     n_rows = len(splits.train)
     n_batches = math.ceil(n_rows / cfg.train.batch_size)
-    print(f"data: gowalla {splits.n_users} users x {splits.n_items} items, {n_rows} training rows "
+    print(f"data: {args.dataset} {splits.n_users} users x {splits.n_items} items, {n_rows} training rows "
           f"({n_batches} batches of 1024), {splits.info['valid']} validation pairs; loaded in {t.wall:.1f} s")
 
     torch.manual_seed(cfg.seed)
@@ -190,6 +192,7 @@ def main(argv=None) -> int:
     import prefrec.cf.fused as fused_mod
 
     fast_norm, block_rows = norm_mod.normalize_rows, fused_mod.BLOCK_ROWS
+    table_cells = NegativeSampler.TABLE_CELLS_PER_DRAW
 
     def make_runner(mode: str, scoring: str, previous: bool):
         model = build_model(cfg, splits)
@@ -201,6 +204,7 @@ def main(argv=None) -> int:
         def run(n: int) -> tuple[float, float]:
             norm_mod.normalize_rows = (lambda x: F.normalize(x, dim=1)) if previous else fast_norm
             fused_mod.BLOCK_ROWS = 1 << 30 if previous else block_rows
+            NegativeSampler.TABLE_CELLS_PER_DRAW = 0.0 if previous else table_cells
             try:
                 with Timer() as t:
                     for _ in range(n):
@@ -214,6 +218,7 @@ def main(argv=None) -> int:
                         state["b"] += 1
             finally:
                 norm_mod.normalize_rows, fused_mod.BLOCK_ROWS = fast_norm, block_rows
+                NegativeSampler.TABLE_CELLS_PER_DRAW = table_cells
             return t.wall, t.cpu
 
         run.model, run.state, run.sampler, run.opt = model, state, sampler, opt
@@ -281,7 +286,7 @@ def main(argv=None) -> int:
     print(f"            extrapolated epoch = {per_row_s:.3f} s x {n_batches} batches = "
           f"{per_row_s * n_batches:.0f} s ({per_row_s * n_batches / 60:.1f} min) wall, "
           f"{per_row_cpu * n_batches / 60:.1f} CPU-min")
-    print(f"previous  : {prev_s:.3f} s/batch wall ({prev_cpu:.3f} s CPU) (dense scoring, autograd F.normalize, unblocked loss; "
+    print(f"previous  : {prev_s:.3f} s/batch wall ({prev_cpu:.3f} s CPU) (dense scoring, autograd F.normalize, unblocked loss, searched draws; "
           f"interleaved in {args.rounds} rounds) -> {prev_cpu / per_row_cpu:.2f}x CPU, {prev_s / per_row_s:.2f}x wall")
     print(f"floor     : {floor_pr:.4f} CPU-s = rand {fl['rand']:.4f} + 3 bags {fl['bag3']:.4f} + exp {fl['exp']:.4f} "
           f"+ Adam {fl['adam']:.4f} -> prefrec at {per_row_cpu / floor_pr:.2f}x its floor "
@@ -301,7 +306,7 @@ def main(argv=None) -> int:
           f"{args.warmup} warm-up; last loss {sh_last:.4f}")
     print(f"            extrapolated epoch = {sh_s:.3f} s x {n_batches} = {sh_s * n_batches:.1f} s wall "
           f"({sh_cpu * n_batches:.1f} CPU-s); goal < 30 s/epoch")
-    print(f"previous  : {psh_s:.3f} s/batch wall ({psh_cpu:.4f} s CPU) (autograd F.normalize, unblocked loss; interleaved) -> "
+    print(f"previous  : {psh_s:.3f} s/batch wall ({psh_cpu:.4f} s CPU) (autograd F.normalize, unblocked loss, searched draws; interleaved) -> "
           f"{psh_cpu / sh_cpu:.2f}x CPU")
     print(f"floor     : {floor_sh:.4f} CPU-s = 3 matmuls {fl['mm3']:.4f} + exp {fl['exp']:.4f} + Adam {fl['adam']:.4f} "
           f"-> prefrec at {sh_cpu / floor_sh:.2f}x its floor ({sh_cpu / (floor_sh - fl['adam']):.2f}x the "

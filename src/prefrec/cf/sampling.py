@@ -61,9 +61,9 @@ class NegativeSampler:
         """(B, n) item ids, uniform over each row's non-interacted items, with replacement."""
         users = users.long()
         avail = (self.n_items - self.counts[users]).unsqueeze(1)  # (B, 1) >= 1
-        r = (torch.rand(len(users), n, generator=self.generator, dtype=torch.float64) * avail).long()
-        r = torch.minimum(r, avail - 1)
-        items = r + self._below(users, r)
+        r = torch.rand(len(users), n, generator=self.generator, dtype=torch.float64).mul_(avail).long()
+        torch.minimum(r, avail - 1, out=r)
+        items = self._below(users, r).add_(r)
         if self.noise_p > 0:
             items = self._inject_false_negatives(users, items)
         return items
