@@ -71,7 +71,9 @@ class _DenseGather(torch.autograd.Function):
         buf.zero_()
         buf.scatter_add_(1, neg, grad.contiguous())
         gu = buf @ items if ctx.needs_input_grad[0] else None
-        gi = buf.T @ u if ctx.needs_input_grad[1] else None
+        # (u^T buf)^T, not buf^T u: the same product, 1.7-2x faster from MKL with this layout
+        # (1024 x 8,360: 0.028 -> 0.017 CPU-s; x 40,988: 0.138 -> 0.070)
+        gi = (u.T @ buf).T if ctx.needs_input_grad[1] else None
         return gu, gi, None, None
 
 
