@@ -64,17 +64,18 @@ def test_evaluate_full_blocked_path_equals_naive(monkeypatch):
     ("sl", {"tau": 0.2}), ("bsl", {"tau1": 0.5, "tau2": 0.2}),
 ])
 @pytest.mark.parametrize("masked", [False, True])
-def test_fused_losses_match_autograd(name, hyper, masked):
+@pytest.mark.parametrize("rows", [9, 150])  # 150 > fused.BLOCK_ROWS and not a multiple: the blocked path
+def test_fused_losses_match_autograd(name, hyper, masked, rows):
     from prefrec.cf.fused import fused_loss
     from prefrec.losses import make_loss
 
     g = torch.Generator().manual_seed(5)
-    pos0 = torch.rand(9, generator=g, dtype=torch.float64) - 0.5  # cos/2-like range, d in [-1, 1]
-    neg0 = torch.rand(9, 40, generator=g, dtype=torch.float64) - 0.5
+    pos0 = torch.rand(rows, generator=g, dtype=torch.float64) - 0.5  # cos/2-like range, d in [-1, 1]
+    neg0 = torch.rand(rows, 40, generator=g, dtype=torch.float64) - 0.5
     if name == "psl" and hyper["activation"] == "relu":
         neg0[0, :5] = pos0[0] - 1.0  # d = -1 exactly: log ReLU(0) slots
-    mask = (torch.rand(9, 40, generator=g) > 0.3) if masked else None
-    w = torch.randn(9, generator=g, dtype=torch.float64)
+    mask = (torch.rand(rows, 40, generator=g) > 0.3) if masked else None
+    w = torch.randn(rows, generator=g, dtype=torch.float64)
     out = []
     for fn in (make_loss(name, **hyper), fused_loss(name, **hyper)):
         pos, neg = pos0.clone().requires_grad_(), neg0.clone().requires_grad_()

@@ -111,3 +111,44 @@ def test_sampler_state_round_trip():
     a = s.sample(torch.arange(5), 7)
     s.set_state(st)
     assert torch.equal(a, s.sample(torch.arange(5), 7))
+
+
+@pytest.mark.parametrize("table", [0.0, 1e9])  # search / per-batch table
+def test_batch_local_search_equals_the_counting_definition(monkeypatch, table):
+    """item = r + #{k : p_k - k <= r} (the r-th non-interacted item), checked by brute force,
+    with repeated users and users that have no training items in the batch."""
+    ui, m = toy(n_users=40, n_items=30, p=0.4, seed=7)
+    ui = UserItems.from_pairs(ui.users[ui.users != 5], ui.indices[ui.users != 5], 40, 30)  # user 5: empty
+    m[5] = False
+    monkeypatch.setattr(NegativeSampler, "TABLE_CELLS_PER_DRAW", table)
+    s = NegativeSampler(ui, seed=3)
+    users = torch.tensor([5, 0, 3, 3, 39, 5, 12, 0])
+    neg = s.sample(users, 200).numpy()
+    for b, u in enumerate(users.tolist()):
+        free = np.flatnonzero(~m[u])
+        assert set(neg[b]) <= set(free)
+        # the same draws through the definition: the r-th free item
+        adj = ui.items_of(u) - np.arange(len(ui.items_of(u)))
+        r = np.searchsorted(free, neg[b])  # rank of each drawn item among the free ones
+        np.testing.assert_array_equal(r + np.searchsorted(adj, r, side="right"), neg[b])
+
+
+def test_int64_keys_path_gives_the_same_draws(monkeypatch):
+    """Catalogues too large for int32 local keys take the int64 path: same items, r untouched."""
+    ui, _ = toy(n_users=20, n_items=25, seed=9)
+    users = torch.tensor([0, 4, 4, 19, 7])
+    monkeypatch.setattr(NegativeSampler, "TABLE_CELLS_PER_DRAW", 0.0)  # the search branch
+    a = NegativeSampler(ui, seed=11).sample(users, 300)
+    monkeypatch.setattr(torch, "int32", torch.int64)  # forces the int64 branch
+    b = NegativeSampler(ui, seed=11).sample(users, 300)
+    assert torch.equal(a, b)
+
+
+def test_table_and_search_give_the_same_draws(monkeypatch):
+    ui, _ = toy(n_users=50, n_items=40, seed=12, p=0.35)
+    users = torch.randint(0, 50, (64,), generator=torch.Generator().manual_seed(0))
+    out = []
+    for table in (0.0, 1e9):
+        monkeypatch.setattr(NegativeSampler, "TABLE_CELLS_PER_DRAW", table)
+        out.append(NegativeSampler(ui, seed=5).sample(users, 100))
+    assert torch.equal(out[0], out[1])

@@ -55,19 +55,20 @@ def test_learns_and_writes_run_dir(tmp_path, over):
     assert r["test"]["Recall@10"] > 0.3, r["test"]
 
 
-def test_resume_gives_identical_results(tmp_path):
+@pytest.mark.parametrize("extra", [[], ["train.scoring=bag", "train.batch_size=100"]])  # bag + blocked loss
+def test_resume_gives_identical_results(tmp_path, extra):
     tr, te = clustered(seed=1)
     splits = build_splits(tr, te, seed=0)
-    full = train_cf(cfg(tmp_path / "a", "train.epochs=4"), splits=splits)
-    train_cf(cfg(tmp_path / "b", "train.epochs=2"), splits=splits)
-    resumed = train_cf(cfg(tmp_path / "b", "train.epochs=4"), splits=splits, resume=True)
+    full = train_cf(cfg(tmp_path / "a", "train.epochs=4", *extra), splits=splits)
+    train_cf(cfg(tmp_path / "b", "train.epochs=2", *extra), splits=splits)
+    resumed = train_cf(cfg(tmp_path / "b", "train.epochs=4", *extra), splits=splits, resume=True)
     assert resumed["test"] == full["test"] and resumed["best_epoch"] == full["best_epoch"]
     ra = (tmp_path / "a" / "t" / "metrics.jsonl").read_text().splitlines()
     rb = (tmp_path / "b" / "t" / "metrics.jsonl").read_text().splitlines()
     strip = lambda lines: [{k: v for k, v in json.loads(x).items() if k != "seconds"} for x in lines]  # noqa: E731
     assert strip(ra) == strip(rb)
     # a resume with nothing left to train reports the logged training time, not 0.0
-    again = train_cf(cfg(tmp_path / "b", "train.epochs=4"), splits=splits, resume=True)
+    again = train_cf(cfg(tmp_path / "b", "train.epochs=4", *extra), splits=splits, resume=True)
     logged = sum(json.loads(x).get("seconds", 0) for x in rb if json.loads(x).get("split") == "train")
     assert again["test"] == full["test"] and again["train_seconds"] == round(logged, 1)
 

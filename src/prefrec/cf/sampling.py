@@ -45,8 +45,7 @@ class NegativeSampler:
             raise ConfigError("noise_p > 0 needs false negatives", where="data.noise_p",
                               fix="set data.noise_fraction (the share of training items that become false negatives)")
         within = np.arange(len(train)) - np.repeat(train.indptr[:-1], counts)
-        keys = train.users * train.n_items + (train.indices - within)
-        self.keys = torch.from_numpy(keys)
+        self.adjusted = torch.from_numpy(train.indices - within)  # p_k - k, nondecreasing per user
         self.indptr = torch.from_numpy(train.indptr)
         self.counts = torch.from_numpy(counts)
         self.indices = torch.from_numpy(train.indices)
@@ -62,14 +61,46 @@ class NegativeSampler:
         """(B, n) item ids, uniform over each row's non-interacted items, with replacement."""
         users = users.long()
         avail = (self.n_items - self.counts[users]).unsqueeze(1)  # (B, 1) >= 1
-        r = (torch.rand(len(users), n, generator=self.generator, dtype=torch.float64) * avail).long()
-        r = torch.minimum(r, avail - 1)
-        base = users.unsqueeze(1) * self.n_items
-        below = torch.searchsorted(self.keys, base + r, right=True) - self.indptr[users].unsqueeze(1)
-        items = r + below
+        r = torch.rand(len(users), n, generator=self.generator, dtype=torch.float64).mul_(avail).long()
+        torch.minimum(r, avail - 1, out=r)
+        items = self._below(users, r).add_(r)
         if self.noise_p > 0:
             items = self._inject_false_negatives(users, items)
         return items
+
+    TABLE_CELLS_PER_DRAW = 4.0
+    """:meth:`_below` builds a per-batch table when (distinct users) x |I| <= this x draws, else it
+    binary-searches. Measured per 1024 x 1000 draws (one thread): Health (711 users x 1,200 items)
+    table 0.011 vs search 0.038 CPU-s; Gowalla (982 x 40,988) table 0.25 vs search 0.041 CPU-s;
+    a table cell costs ~1/6 of a search."""
+
+    def _below(self, users: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        """``#{k : p_k - k <= r}`` per draw, over the batch's distinct users' training pairs only.
+
+        Two exact ways, picked by cost: a (users x |I|) table of these counts (a histogram of
+        ``p_k - k`` and a cumulative sum, then one gather per draw) for small catalogues, else
+        one int32 ``searchsorted`` over the batch's keys ``(local user) * |I| + p_k - k``. Both
+        are batch-local: a search over all training pairs (Gowalla: 737k int64 keys, 5.9 MB)
+        misses the cache at every draw (0.047 CPU-s vs 0.038 batch-local per 1024 x 1000 draws).
+        Same counts either way (tests/test_cf_sampling.py)."""
+        uu, inv = torch.unique(users, return_inverse=True)
+        cnt = self.counts[uu]
+        ends = torch.cumsum(cnt, 0)
+        starts = ends - cnt
+        total = int(ends[-1]) if len(ends) else 0
+        n = self.n_items
+        src = torch.repeat_interleave(self.indptr[uu] - starts, cnt, output_size=total) + torch.arange(total)
+        if len(uu) * n <= self.TABLE_CELLS_PER_DRAW * r.numel():
+            row = torch.repeat_interleave(torch.arange(len(uu)), cnt, output_size=total)
+            hist = torch.zeros(len(uu) * n, dtype=torch.int32)
+            hist.index_put_((row * n + self.adjusted[src],), torch.ones(total, dtype=torch.int32), accumulate=True)
+            below = torch.cumsum(hist.view(len(uu), n), 1, dtype=torch.int32).view(-1)
+            return below.take(r + (inv * n).unsqueeze(1)).long()
+        idx = torch.int32 if (len(uu) + 1) * n < 2**31 else torch.int64
+        seg = torch.repeat_interleave(torch.arange(len(uu), dtype=idx), cnt, output_size=total)
+        keys = seg.mul_(n).add_(self.adjusted[src].to(idx))
+        query = r.to(idx, copy=True).add_(inv.to(idx).unsqueeze(1) * n)
+        return torch.searchsorted(keys, query, right=True).sub_(starts[inv].unsqueeze(1))
 
     def _inject_false_negatives(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         fc = self.fn_counts[users].unsqueeze(1)

@@ -224,12 +224,12 @@ def _batch_embeddings(model, users: torch.Tensor, item_rows: torch.Tensor | None
     from prefrec.models.mf import MF
 
     if type(model) is MF:
-        import torch.nn.functional as F
+        from prefrec.cf.normalize import normalize_rows  # F.normalize's values, one-pass backward
 
         u = model.user.weight[users]
         it = model.item.weight if item_rows is None else model.item.weight[item_rows]
         if model.norm:
-            u, it = F.normalize(u, dim=1), F.normalize(it, dim=1)
+            u, it = normalize_rows(u), normalize_rows(it)
         return u, it
     U, I = model.user_item_embeddings()
     return U[users], (I if item_rows is None else I[item_rows])
