@@ -65,13 +65,6 @@ class RunRecord:
 
 
 # ----------------------------------------------------------------------------- reading
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Rows of a metrics log (a torn last line is skipped): :func:`prefrec.rundir.read_jsonl`."""
-    from prefrec.rundir import read_jsonl
-
-    return read_jsonl(path)
-
-
 def _flat_numbers(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
     """Numeric leaves of a (nested) dict, with ``a/b`` keys for nested ones."""
     out: dict[str, float] = {}
@@ -117,7 +110,9 @@ def load_run(run_dir: str | Path, name: str | None = None) -> RunRecord:
         rec.config = loaded if isinstance(loaded, dict) else {}
     hist = path / "metrics.jsonl"
     if hist.exists():
-        rec.history = _read_jsonl(hist)
+        from prefrec.rundir import read_jsonl  # a torn last line is skipped
+
+        rec.history = read_jsonl(hist)
     raw: dict[str, Any] = {}
     for fname in RESULT_FILES:
         f = path / fname

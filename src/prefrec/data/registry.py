@@ -70,7 +70,7 @@ def _llara_movielens(root: Path) -> Dataset:
 
 ML100K_FILES = (("u.data", "06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490"),
                 ("u.item", "553841ebc7de3a0fd0d6b62a204ea30c1e651aacfb2814c7a6584ac52f2c5701"))
-"""sha256 of the files the reader uses, computed from /work/shared/data/ml-100k (byte-identical
+"""sha256 of the files the reader uses, computed from the shared data copy of ml-100k (byte-identical
 to GroupLens' release per its README: 1,979,173 and 236,344 bytes). The zip's own digest is not
 pinned: the archive was not available here to hash."""
 

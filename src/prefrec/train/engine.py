@@ -33,7 +33,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["TrainingError", "Dist", "make_accelerator", "resolve_precision", "Schedule", "plan_schedule",
            "build_optimizer", "restore_checkpoint", "check_fresh_run", "open_run_dir", "Loop", "fit",
-           "write_jsonl", "read_jsonl", "format_eta"]
+           "write_jsonl", "format_eta", "resume_from", "checkpoint_parts", "make_scaler"]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _ACCEL_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
@@ -161,7 +161,7 @@ class Dist:
 
     def sum_(self, t: torch.Tensor) -> torch.Tensor:
         """Sum ``t`` over ranks in place (wherever ``t`` lives) and return it."""
-        return distributed.all_reduce_sum(t) if self.world > 1 else t
+        return distributed.all_reduce_sum(t)
 
     def any_(self, flag: bool) -> bool:
         """True on every rank when ``flag`` is true on any: decisions that raise stay in step."""
@@ -321,13 +321,6 @@ def write_jsonl(path: Path, row: dict) -> None:
         f.write(json.dumps(row) + "\n")
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    """Rows of a metrics log (a torn last line is dropped): :func:`prefrec.rundir.read_jsonl`."""
-    from prefrec.rundir import read_jsonl as read
-
-    return read(path)
-
-
 def format_eta(seconds: float) -> str:
     s = int(max(0, seconds))
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
@@ -366,7 +359,6 @@ class Loop:
     scaler: Any = None
     log_keys: tuple[str, ...] = ()
     where: str = ""
-    extra_log: dict[str, float] = field(default_factory=dict)
 
 
 def make_scaler(acc) -> Any:

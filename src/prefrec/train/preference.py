@@ -60,7 +60,7 @@ from prefrec.errors import ConfigError, DataError
 from prefrec.lm.napo import NapoConfig
 from prefrec.lm.recpo import RecpoConfig
 from prefrec.lm.styles import PromptConfig
-from prefrec.rundir import finished_summary, holds_run_dir
+from prefrec.rundir import finished_summary, holds_run_dir, read_jsonl
 from prefrec.train.engine import (
     Dist,
     Loop,
@@ -73,13 +73,9 @@ from prefrec.train.engine import (
     make_scaler,
     open_run_dir,
     plan_schedule,
-    read_jsonl,
     resume_from,
     write_jsonl,
 )
-
-_Dist = Dist  # the name SFT and older code import
-_read_jsonl, _write_jsonl = read_jsonl, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -508,7 +504,7 @@ def model_to(model, device: torch.device):
 
 
 # ----------------------------------------------------------------------------------- helpers
-def _check_launch(dist: _Dist, loss: str) -> None:
+def _check_launch(dist: Dist, loss: str) -> None:
     """``accelerate launch --cpu --num_processes N`` (accelerate 1.x) starts ONE process (its simple
     launcher ignores N without mpirun) yet sets MASTER_PORT: say so rather than train alone."""
     import os
@@ -530,7 +526,7 @@ def make_plots(run_dir: str | Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     run_dir = Path(run_dir)
-    rows = _read_jsonl(run_dir / "metrics.jsonl")
+    rows = read_jsonl(run_dir / "metrics.jsonl")
     out_dir = run_dir / "plots"
     out_dir.mkdir(parents=True, exist_ok=True)
     train = [r for r in rows if "loss" in r]
@@ -571,7 +567,7 @@ class TrainResult:
     eval_metrics: dict[str, float] = field(default_factory=dict)
 
 
-def evaluate_loss(model, tokenizer, samples, cols, ref, objective, beta, dist: _Dist, batch_size: int,
+def evaluate_loss(model, tokenizer, samples, cols, ref, objective, beta, dist: Dist, batch_size: int,
                   chunk: int | None = None) -> dict[str, float]:
     """Validation loss and reward metrics over fixed negatives, sharded over ranks, no grad."""
     was = model.training
@@ -682,7 +678,7 @@ def train_preference(cfg: PreferenceConfig, *, resume: bool = False, model=None,
     bs, global_micro, micro_per_epoch = sched.batch_size, sched.global_micro, sched.micro_per_epoch
 
     step = 0
-    state: dict = {}
+    state: dict = {}  # the checkpoint's state when resuming
     if start is not None:
         start, state, step = resume_from(ckpt_root, params, optimizer, scheduler, sched, scaler)
         if state.get("ref_keys", {}) != ref_keys:
@@ -748,8 +744,7 @@ def train_preference(cfg: PreferenceConfig, *, resume: bool = False, model=None,
                 scheduler=scheduler, rows_of=rows_of, micro=micro, summarize=summarize, evaluate=run_eval,
                 save=save, metrics_path=metrics_path, grad_mean=True, scaler=scaler, where=str(run_dir),
                 log_keys=("rewards/accuracies", "rewards/margins"))
-    resumed = state if start is not None else {}
-    step, last_train, last_eval, seconds = fit(loop, step, resumed.get("train"), resumed.get("eval"))
+    step, last_train, last_eval, seconds = fit(loop, step, state.get("train"), state.get("eval"))
 
     if dist.main:
         if cfg.plots:

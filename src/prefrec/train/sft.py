@@ -50,7 +50,7 @@ from pydantic import Field
 
 from prefrec.config import config_hash
 from prefrec.errors import ConfigError, DataError
-from prefrec.rundir import finished_summary, holds_run_dir
+from prefrec.rundir import finished_summary, holds_run_dir, read_jsonl
 from prefrec.train.engine import (
     Dist,
     Loop,
@@ -61,7 +61,6 @@ from prefrec.train.engine import (
     make_accelerator,
     make_scaler,
     open_run_dir,
-    read_jsonl,
     resume_from,
     write_jsonl,
 )
@@ -372,7 +371,7 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, model=None, tokenizer=Non
     bs, accum, global_micro, micro_per_epoch = sched.batch_size, sched.accum, sched.global_micro, sched.micro_per_epoch
 
     step = 0
-    state: dict = {}
+    state: dict = {}  # the checkpoint's state when resuming
     if start is not None:
         start, state, step = resume_from(ckpt_root, params, optimizer, scheduler, sched, scaler)
         if state.get("data") != data_fp:
@@ -436,8 +435,7 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, model=None, tokenizer=Non
                 scheduler=scheduler, rows_of=lambda g: global_rows(g)[dist.rank * bs:(dist.rank + 1) * bs],
                 micro=micro, summarize=summarize, evaluate=run_eval, save=save, metrics_path=metrics_path,
                 grad_mean=False, scaler=scaler, where=str(run_dir), log_keys=("mean_token_accuracy",))
-    resumed = state if start is not None else {}
-    step, last_train, last_eval, seconds = fit(loop, step, resumed.get("train"), resumed.get("eval"))
+    step, last_train, last_eval, seconds = fit(loop, step, state.get("train"), state.get("eval"))
     # ranks must hold identical weights (same init, summed gradients): record one checksum per rank
     sums = torch.zeros(dist.world, dtype=torch.float64)
     sums[dist.rank] = sum(p.detach().double().abs().sum().item() for p in params.values())
